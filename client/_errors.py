@@ -1,0 +1,62 @@
+"""The client's one exception tree, and the one place where Triton's errors are translated into it.
+
+    EmbeddingError
+    ├── InvalidInputError        an input the server (or the client) cannot embed; never retried
+    ├── ModelNotFoundError       no such model, or it is not ready
+    ├── ServerUnavailableError   cannot reach the server, or it is shutting down
+    │   └── ServerOverloadedError    the server's queue is full; try again later
+    ├── DeadlineExceededError    the call's timeout passed before all results came back
+    └── ServerError              anything else the server reports (an internal error)
+
+Each carries the server's own message. Matching is on the gRPC status code, except where Triton tells
+cases apart only by text (an unknown model is UNAVAILABLE over gRPC in some versions).
+"""
+
+from __future__ import annotations
+
+
+class EmbeddingError(Exception):
+    """Base of every error the mmembed client raises."""
+
+
+class InvalidInputError(EmbeddingError, ValueError):
+    """An input cannot be embedded: unreadable image, wrong type, invalid text."""
+
+
+class ModelNotFoundError(EmbeddingError):
+    """The server has no such model, or it is not ready."""
+
+
+class ServerUnavailableError(EmbeddingError):
+    """The server cannot be reached or is shutting down."""
+
+
+class ServerOverloadedError(ServerUnavailableError):
+    """The server rejected the request because its queue is full."""
+
+
+class DeadlineExceededError(EmbeddingError, TimeoutError):
+    """The call's timeout passed before every result came back."""
+
+
+class ServerError(EmbeddingError):
+    """Any other error the server reports."""
+
+
+_BY_STATUS: dict[str, type[EmbeddingError]] = {
+    "StatusCode.INVALID_ARGUMENT": InvalidInputError,
+    "StatusCode.NOT_FOUND": ModelNotFoundError,
+    "StatusCode.UNAVAILABLE": ServerUnavailableError,
+    "StatusCode.RESOURCE_EXHAUSTED": ServerOverloadedError,
+    "StatusCode.DEADLINE_EXCEEDED": DeadlineExceededError,
+}
+
+
+def translate(status: str | None, message: str) -> EmbeddingError:
+    """The client error for a Triton error with gRPC STATUS (e.g. 'StatusCode.NOT_FOUND') and MESSAGE."""
+    lowered = message.lower()
+    if "unknown model" in lowered or "is not ready" in lowered or "is not found" in lowered:
+        return ModelNotFoundError(message)
+    if "exceeds maximum queue size" in lowered:
+        return ServerOverloadedError(message)
+    return _BY_STATUS.get(status or "", ServerError)(message)

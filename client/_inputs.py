@@ -1,0 +1,72 @@
+"""Turn what users hold (paths, bytes, PIL images, arrays, data URIs, strings) into request bytes."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TypeAlias
+
+import numpy as np
+from mmembed.client._errors import InvalidInputError
+from PIL import Image
+
+ImageInput: TypeAlias = str | os.PathLike[str] | bytes | bytearray | Image.Image | np.ndarray
+"""A path, encoded image bytes, a PIL image, a uint8 array (H, W), (H, W, 3) or (H, W, 4), or a data URI."""
+
+
+def image_bytes(image: ImageInput) -> bytes:
+    """Encoded image bytes for one input; decoding happens on the server. Arrays and PIL images go as PNG."""
+    if isinstance(image, bytes | bytearray):
+        return bytes(image)
+    if isinstance(image, str) and image.startswith("data:"):
+        return _data_uri_bytes(image)
+    if isinstance(image, str | os.PathLike):
+        path = Path(image)
+        try:
+            return path.read_bytes()
+        except OSError as e:
+            raise InvalidInputError(f"cannot read image file {path}: {e.strerror or e}") from None
+    if isinstance(image, Image.Image):
+        return _png(image)
+    if isinstance(image, np.ndarray):
+        return _png(_array_image(image))
+    raise InvalidInputError(f"unsupported image input of type {type(image).__name__}")
+
+
+def _data_uri_bytes(uri: str) -> bytes:
+    header, sep, payload = uri.partition(",")
+    if not sep or not header.endswith(";base64"):
+        raise InvalidInputError("data URI must look like data:image/...;base64,<payload>")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except binascii.Error as e:
+        raise InvalidInputError(f"data URI payload is not valid base64: {e}") from None
+
+
+def _array_image(array: np.ndarray) -> Image.Image:
+    if array.dtype != np.uint8:
+        raise InvalidInputError(f"image arrays must be uint8 (H, W[, 3|4]), got dtype {array.dtype}")
+    if array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4)):
+        return Image.fromarray(np.ascontiguousarray(array))
+    raise InvalidInputError(f"image arrays must have shape (H, W), (H, W, 3) or (H, W, 4), got {array.shape}")
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def text_bytes(text: str) -> bytes:
+    if not isinstance(text, str):
+        raise InvalidInputError(f"texts must be str, got {type(text).__name__}")
+    return text.encode("utf-8")
+
+
+def batches(items: Sequence[bytes], size: int) -> list[Sequence[bytes]]:
+    """Consecutive slices of at most SIZE items, in order."""
+    return [items[start : start + size] for start in range(0, len(items), size)]

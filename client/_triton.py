@@ -1,0 +1,102 @@
+"""The only module that touches tritonclient: request building, model metadata and error translation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+from mmembed.client._errors import EmbeddingError, translate
+from mmembed.client._types import ModelInfo
+from tritonclient.utils import InferenceServerException
+
+from mmembed.contract import (
+    EMBEDDING_OUTPUT,
+    IMAGE_INPUT,
+    IMAGE_SUFFIX,
+    PARAM_PREFIX,
+    TEXT_INPUT,
+    TEXT_SUFFIX,
+)
+
+MODALITY_INPUT = {"image": IMAGE_INPUT, "text": TEXT_INPUT}
+MODALITY_SUFFIX = {"image": IMAGE_SUFFIX, "text": TEXT_SUFFIX}
+
+
+@contextmanager
+def translated_errors() -> Iterator[None]:
+    """Re-raise tritonclient's single exception type as the client's own tree."""
+    try:
+        yield
+    except InferenceServerException as e:
+        raise translate(e.status(), e.message() or str(e)) from None
+
+
+def infer_inputs(module: Any, modality: str, items: Sequence[bytes]) -> tuple[list[Any], list[Any]]:
+    """The inputs and requested output of one request; MODULE is tritonclient.grpc or its aio twin."""
+    data = np.empty((len(items), 1), dtype=object)
+    data[:, 0] = list(items)
+    infer_input = module.InferInput(MODALITY_INPUT[modality], [len(items), 1], "BYTES")
+    infer_input.set_data_from_numpy(data)
+    return [infer_input], [module.InferRequestedOutput(EMBEDDING_OUTPUT)]
+
+
+def embeddings(result: Any) -> np.ndarray:
+    array: np.ndarray = result.as_numpy(EMBEDDING_OUTPUT)
+    return array.astype(np.float32, copy=False)
+
+
+def ensemble_name(model: str, modality: str) -> str:
+    return model + MODALITY_SUFFIX[modality]
+
+
+def ready_ensembles(index: dict[str, Any]) -> list[str]:
+    """Names of READY models in a repository index that look like mmembed ensembles."""
+    names = [m["name"] for m in index.get("models", []) if m.get("state") == "READY"]
+    return sorted(n for n in names if n.endswith((IMAGE_SUFFIX, TEXT_SUFFIX)))
+
+
+def model_infos(configs: dict[str, dict[str, Any]]) -> list[ModelInfo]:
+    """ModelInfo per served model from its ensembles' configs (as JSON); non-mmembed models are skipped."""
+    grouped: dict[str, dict[str, str]] = {}
+    modalities: dict[str, list[str]] = {}
+    for ensemble, config in configs.items():
+        parameters = {
+            key.removeprefix(PARAM_PREFIX): value["string_value"]
+            for key, value in config.get("parameters", {}).items()
+            if key.startswith(PARAM_PREFIX)
+        }
+        modality = parameters.get("modality")
+        if modality not in MODALITY_SUFFIX:
+            continue
+        name = ensemble.removesuffix(MODALITY_SUFFIX[modality])
+        grouped.setdefault(name, {}).update(parameters)
+        modalities.setdefault(name, []).append(modality)
+    infos = []
+    for name, parameters in sorted(grouped.items()):
+        image_size = parameters.get("image_size")
+        height, _, width = (image_size or "").partition("x")
+        max_length = parameters.get("max_text_length")
+        infos.append(
+            ModelInfo(
+                name=name,
+                family=parameters.get("family", ""),
+                dimension=int(parameters["dimension"]),
+                modalities=tuple(sorted(modalities[name])),
+                image_size=(int(height), int(width)) if image_size else None,
+                max_text_length=int(max_length) if max_length else None,
+                runtime=parameters.get("runtime", ""),
+            )
+        )
+    return infos
+
+
+__all__ = [
+    "EmbeddingError",
+    "embeddings",
+    "ensemble_name",
+    "infer_inputs",
+    "model_infos",
+    "translated_errors",
+]

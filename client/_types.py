@@ -1,0 +1,18 @@
+"""What the client returns besides embeddings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelInfo:
+    """One served model, as its ensembles describe it."""
+
+    name: str
+    family: str
+    dimension: int
+    modalities: tuple[str, ...]  # "image", "text"
+    image_size: tuple[int, int] | None  # (height, width) the images are resized to
+    max_text_length: int | None  # tokens; longer text is truncated
+    runtime: str

@@ -1,0 +1,87 @@
+"""AsyncEmbeddingClient: the asyncio twin of EmbeddingClient, with the same arguments and results."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+
+import numpy as np
+import tritonclient.grpc.aio as aioclient
+from mmembed.client import _triton
+from mmembed.client._errors import DeadlineExceededError, ModelNotFoundError
+from mmembed.client._inputs import ImageInput, batches, image_bytes, text_bytes
+from mmembed.client._types import ModelInfo
+from mmembed.client.options import ClientOptions
+
+
+class AsyncEmbeddingClient:
+    """Embed images and texts over gRPC from asyncio code; see EmbeddingClient for the contract."""
+
+    def __init__(self, url: str = "localhost:8001", options: ClientOptions | None = None) -> None:
+        self.options = options or ClientOptions()
+        self._client = aioclient.InferenceServerClient(url)
+        self._infos: dict[str, ModelInfo] = {}
+
+    async def embed_images(
+        self, model: str, images: Iterable[ImageInput], *, timeout_s: float | None = None
+    ) -> np.ndarray:
+        items = [image_bytes(image) for image in images]
+        return await self._embed(model, "image", items, self.options.image_batch_size, timeout_s)
+
+    async def embed_texts(self, model: str, texts: Iterable[str], *, timeout_s: float | None = None) -> np.ndarray:
+        items = [text_bytes(text) for text in texts]
+        return await self._embed(model, "text", items, self.options.text_batch_size, timeout_s)
+
+    async def list_models(self) -> list[ModelInfo]:
+        with _triton.translated_errors():
+            index = await self._client.get_model_repository_index(as_json=True)
+            configs = {
+                name: (await self._client.get_model_config(name, as_json=True))["config"]
+                for name in _triton.ready_ensembles(index)
+            }
+        infos: list[ModelInfo] = _triton.model_infos(configs)
+        self._infos = {info.name: info for info in infos}
+        return infos
+
+    async def model_info(self, model: str) -> ModelInfo:
+        if model not in self._infos:
+            await self.list_models()
+        if model not in self._infos:
+            raise ModelNotFoundError(f"no ready mmembed model named {model!r}")
+        return self._infos[model]
+
+    async def _embed(
+        self, model: str, modality: str, items: list[bytes], batch_size: int, timeout_s: float | None
+    ) -> np.ndarray:
+        if not items:
+            return np.empty((0, (await self.model_info(model)).dimension), dtype=np.float32)
+        deadline = time.monotonic() + (timeout_s if timeout_s is not None else self.options.timeout_s)
+        ensemble = _triton.ensemble_name(model, modality)
+        in_flight = asyncio.Semaphore(self.options.max_in_flight)
+
+        async def infer(batch: Sequence[bytes]) -> np.ndarray:
+            async with in_flight:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise DeadlineExceededError("the call's timeout passed before this batch was sent")
+                inputs, outputs = _triton.infer_inputs(aioclient, modality, batch)
+                with _triton.translated_errors():
+                    result = await self._client.infer(ensemble, inputs, outputs=outputs, client_timeout=remaining)
+                vectors: np.ndarray = _triton.embeddings(result)
+                return vectors
+
+        results = await asyncio.gather(*(infer(batch) for batch in batches(items, batch_size)))
+        return np.concatenate(results)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def __aenter__(self) -> AsyncEmbeddingClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()

@@ -1,0 +1,66 @@
+"""Build a TensorRT plan from an exported graph, on the GPU that will serve it.
+
+Plans are tied to the TensorRT version and the GPU architecture, so they are built where they run (inside
+the NGC tritonserver container) and the TensorRT version is recorded beside the plan. The network is
+strongly typed: TensorRT 10.12 deprecates, and 11 removes, the FP16/FP8 builder flags.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mmembed.export.onnx_graph import TowerSpec
+from mmembed.export.triton_config import Precision
+
+PLAN_FILE = "model.plan"
+VERSION_FILE = "tensorrt_version.txt"
+
+
+class TensorRTUnavailableError(RuntimeError):
+    """TensorRT or a CUDA GPU is missing where an engine must be built."""
+
+
+def optimization_profile(spec: TowerSpec, max_batch_size: int) -> dict[str, tuple[int, ...]]:
+    """min/opt/max input shapes: every batch size from 1 to MAX_BATCH_SIZE, tuned for half of it."""
+    optimal = max(1, max_batch_size // 2)
+    return {
+        "min": (1, *spec.item_shape),
+        "opt": (optimal, *spec.item_shape),
+        "max": (max_batch_size, *spec.item_shape),
+    }
+
+
+def build_engine(graph_path: Path, spec: TowerSpec, max_batch_size: int, precision: Precision) -> Path:
+    """Write `model.plan` beside GRAPH_PATH, or raise TensorRTUnavailableError saying what is missing."""
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise TensorRTUnavailableError(
+            "runtime tensorrt needs the TensorRT Python package and a CUDA GPU: run this export inside the "
+            "NGC tritonserver container on the serving GPU, or use --runtime onnxruntime"
+        ) from None
+    import torch
+
+    if not torch.cuda.is_available():
+        raise TensorRTUnavailableError("runtime tensorrt needs a CUDA GPU to build the engine; none is visible")
+    if precision is not Precision.FP32:
+        raise TensorRTUnavailableError(f"TensorRT {precision.value} engines are not built by this version yet")
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(graph_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise RuntimeError(f"TensorRT cannot parse {graph_path}: {errors}")
+    config = builder.create_builder_config()
+    profile = builder.create_optimization_profile()
+    shapes = optimization_profile(spec, max_batch_size)
+    profile.set_shape(spec.input_name, shapes["min"], shapes["opt"], shapes["max"])
+    config.add_optimization_profile(profile)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise RuntimeError(f"TensorRT failed to build an engine from {graph_path}")
+    plan_path = graph_path.with_name(PLAN_FILE)
+    plan_path.write_bytes(bytes(plan))
+    plan_path.with_name(VERSION_FILE).write_text(trt.__version__ + "\n")
+    return plan_path

@@ -1,0 +1,169 @@
+"""The `mmembed` command: checkpoint, export, serve, embed.
+
+Errors that users cause (a missing folder, a failed model, bad input) print one clear line and exit 1;
+only bugs print a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+import numpy as np
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.run(args)
+        return result
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:
+        if type(e).__module__.startswith("mmembed"):
+            print(f"mmembed {args.command}: {e}", file=sys.stderr)
+            return 1
+        raise
+
+
+def _parser() -> argparse.ArgumentParser:
+    from mmembed.families import FAMILIES
+
+    parser = argparse.ArgumentParser(prog="mmembed", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    checkpoint = commands.add_parser("checkpoint", help="write a random-weight checkpoint in Hugging Face layout")
+    checkpoint.add_argument("family", choices=sorted(FAMILIES))
+    checkpoint.add_argument("--size", required=True, help="tiny (CI) or a real model's size, e.g. so400m-512")
+    checkpoint.add_argument("--out", type=Path, required=True)
+    checkpoint.set_defaults(run=_checkpoint)
+
+    export = commands.add_parser("export", help="export a checkpoint into a Triton model repository")
+    export.add_argument("family", choices=sorted(FAMILIES))
+    export.add_argument("--checkpoint", type=Path, required=True, help="checkpoint folder (Hugging Face layout)")
+    export.add_argument("--repository", type=Path, required=True, help="model repository folder to write into")
+    export.add_argument("--name", default=None, help="served model name (default: the family name)")
+    export.add_argument("--runtime", default="onnxruntime-cpu", choices=["onnxruntime-cpu", "onnxruntime", "tensorrt"])
+    export.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "fp8"])
+    export.add_argument("--max-batch-size", type=int, default=64)
+    export.add_argument("--max-queue-delay-us", type=int, default=2000)
+    export.add_argument("--preprocess-instances", type=int, default=2)
+    export.add_argument("--encoder-instances", type=int, default=1)
+    export.set_defaults(run=_export)
+
+    serve = commands.add_parser("serve", help="run tritonserver on a model repository until Ctrl-C")
+    serve.add_argument("--repository", type=Path, required=True)
+    serve.add_argument("--grpc-port", type=int, default=8001)
+    serve.add_argument("--http-port", type=int, default=8000)
+    serve.add_argument("--metrics-port", type=int, default=8002)
+    serve.add_argument("--log-file", type=Path, default=None, help="tritonserver's log (default: a temp file)")
+    serve.set_defaults(run=_serve)
+
+    embed = commands.add_parser("embed", help="embed images and texts with a served model; prints JSON")
+    embed.add_argument("--model", required=True)
+    embed.add_argument("--image", action="append", default=[], type=Path, help="image file (repeatable)")
+    embed.add_argument("--text", action="append", default=[], help="text (repeatable)")
+    embed.add_argument("--url", default="localhost:8001", help="Triton gRPC endpoint host:port")
+    embed.add_argument("--similarity", action="store_true", help="print the image x text cosine matrix instead")
+    embed.add_argument("--timeout", type=float, default=60.0, help="seconds for the whole call")
+    embed.set_defaults(run=_embed)
+    return parser
+
+
+def _checkpoint(args: argparse.Namespace) -> int:
+    from mmembed.families import get_family
+
+    get_family(args.family).make_checkpoint(args.size, args.out)
+    print(f"wrote {args.family} {args.size} checkpoint to {args.out}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from mmembed.export import BatchingOptions, ExportRequest, Precision, Runtime, export_model
+    from mmembed.families import get_family
+
+    request = ExportRequest(
+        family=get_family(args.family),
+        checkpoint=args.checkpoint,
+        repository=args.repository,
+        name=args.name or args.family,
+        runtime=Runtime(args.runtime),
+        precision=Precision(args.precision),
+        batching=BatchingOptions(
+            max_batch_size=args.max_batch_size,
+            max_queue_delay_us=args.max_queue_delay_us,
+            preprocess_instances=args.preprocess_instances,
+            encoder_instances=args.encoder_instances,
+        ),
+    )
+    export_model(request)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from mmembed.serve import ServerSettings, TritonServer
+
+    settings = ServerSettings(
+        repository=args.repository,
+        grpc_port=args.grpc_port,
+        http_port=args.http_port,
+        metrics_port=args.metrics_port,
+        log_file=args.log_file,
+    )
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    print(f"starting tritonserver on {args.repository} ...", flush=True)
+    with TritonServer(settings) as server:
+        print(f"ready: {', '.join(server.ready_models())}")
+        print(f"gRPC    {server.grpc_url}")
+        print(f"HTTP    localhost:{settings.http_port}")
+        print(f"metrics http://localhost:{settings.metrics_port}/metrics")
+        print(f"log     {server.log_file}")
+        print("Ctrl-C stops", flush=True)
+        try:
+            signal.pause()
+        except KeyboardInterrupt:
+            print("stopping tritonserver ...", flush=True)
+    return 0
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from mmembed.client import ClientOptions, EmbeddingClient
+
+    if not args.image and not args.text:
+        print("mmembed embed: give at least one --image or --text", file=sys.stderr)
+        return 2
+    with EmbeddingClient(args.url, ClientOptions(timeout_s=args.timeout)) as client:
+        images = client.embed_images(args.model, args.image) if args.image else None
+        texts = client.embed_texts(args.model, args.text) if args.text else None
+    if args.similarity:
+        if images is None or texts is None:
+            print("mmembed embed: --similarity needs at least one --image and one --text", file=sys.stderr)
+            return 2
+        output: dict[str, object] = {
+            "model": args.model,
+            "images": [str(p) for p in args.image],
+            "texts": args.text,
+            "cosine": (images @ texts.T).astype(np.float64).round(6).tolist(),
+        }
+    else:
+        output = {"model": args.model}
+        if images is not None:
+            pairs = zip(args.image, images, strict=True)
+            output["images"] = [{"path": str(p), "embedding": v.tolist()} for p, v in pairs]
+        if texts is not None:
+            output["texts"] = [{"text": t, "embedding": v.tolist()} for t, v in zip(args.text, texts, strict=True)]
+    print(json.dumps(output, indent=2 if args.similarity else None))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

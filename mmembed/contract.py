@@ -1,0 +1,20 @@
+"""The names shared by the generated repository, its Python models and the client: one place, no drift."""
+
+from __future__ import annotations
+
+# The ensembles' tensors: what clients send and receive.
+IMAGE_INPUT = "IMAGE"
+TEXT_INPUT = "TEXT"
+EMBEDDING_OUTPUT = "EMBEDDING"
+
+# Tensors between ensemble steps; the first three are also the exported graphs' names.
+PIXEL_VALUES = "pixel_values"
+INPUT_IDS = "input_ids"
+RAW_EMBEDDING = "embedding"
+
+# Ensemble suffixes: model NAME is served as NAME_image and NAME_text.
+IMAGE_SUFFIX = "_image"
+TEXT_SUFFIX = "_text"
+
+# Ensemble parameters that describe the model to clients (`mmembed.dimension` etc.).
+PARAM_PREFIX = "mmembed."

@@ -1,0 +1,65 @@
+"""What every model family provides, so export, serving and tests need no family-specific code."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmembed.preprocessing import ImageSettings, TextSettings
+
+
+@dataclass(frozen=True, kw_only=True)
+class Towers:
+    """The checkpoint's two encoders as plain modules: pixels -> embedding and token ids -> embedding.
+
+    Their outputs are the model's raw (not yet L2-normalised) embeddings; normalisation is its own step.
+    """
+
+    vision: torch.nn.Module
+    text: torch.nn.Module
+    dimension: int
+    vocab_size: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelFamily:
+    """One model family: how to make, read and split a checkpoint in Hugging Face layout."""
+
+    name: str
+    sizes: tuple[str, ...]
+    make_checkpoint: Callable[[str, Path], None]
+    image_settings: Callable[[Path], ImageSettings]
+    text_settings: Callable[[Path], TextSettings]
+    load_towers: Callable[[Path], Towers]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder is missing a file or a setting the family needs."""
+
+
+def read_json(folder: Path, name: str) -> dict[str, Any]:
+    path = folder / name
+    if not path.is_file():
+        raise CheckpointError(f"{folder} has no {name}: is it a checkpoint folder in Hugging Face layout?")
+    result: dict[str, Any] = json.loads(path.read_text())
+    return result
+
+
+def image_processor_config(folder: Path) -> dict[str, Any]:
+    """The image processor settings, from either checkpoint layout.
+
+    Hub checkpoints saved by transformers 4.x carry `preprocessor_config.json`; transformers 5.x writes
+    them nested under `image_processor` in `processor_config.json`.
+    """
+    if (folder / "preprocessor_config.json").is_file():
+        return read_json(folder, "preprocessor_config.json")
+    processor = read_json(folder, "processor_config.json")
+    if "image_processor" not in processor:
+        raise CheckpointError(f"{folder / 'processor_config.json'} has no image_processor section")
+    nested: dict[str, Any] = processor["image_processor"]
+    return nested

@@ -1,0 +1,169 @@
+"""Turn encoded images into pixel tensors and texts into token ids, exactly as the checkpoint's processor does.
+
+This is the one implementation of preprocessing: the Triton Python models are thin glue around it and the
+tests compare it with transformers' processor. It imports no Triton and no torch, so it runs in the
+Python-backend stub with only numpy, Pillow and tokenizers. Its settings are small frozen dataclasses that
+export writes as JSON next to the preprocessing model, read from the checkpoint's own config files.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = [
+    "SETTINGS_FILE",
+    "ImageSettings",
+    "InvalidInputError",
+    "TextSettings",
+    "TextTokenizer",
+    "decode_image",
+    "decode_text",
+    "preprocess_image",
+]
+
+SETTINGS_FILE = "preprocessing.json"
+
+
+class InvalidInputError(ValueError):
+    """One input item cannot be preprocessed; the message says which problem, never a stack trace."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageSettings:
+    """How the checkpoint's image processor turns a decoded image into `pixel_values` [3, height, width]."""
+
+    height: int
+    width: int
+    resample: int  # PIL resampling filter id, as the processor config stores it
+    rescale_factor: float | None  # None when the processor does not rescale
+    image_mean: tuple[float, float, float] | None  # None when the processor does not normalise
+    image_std: tuple[float, float, float] | None
+    max_image_bytes: int = 50 * 1024 * 1024
+    max_image_pixels: int = 64 * 1024 * 1024
+
+    def to_json(self) -> str:
+        return json.dumps({"image": asdict(self)}, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> ImageSettings:
+        fields = json.loads(text)["image"]
+        for key in ("image_mean", "image_std"):
+            if fields[key] is not None:
+                fields[key] = tuple(fields[key])
+        return cls(**fields)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TextSettings:
+    """How the checkpoint's tokenizer turns text into `input_ids` [max_length]."""
+
+    max_length: int
+    pad_token_id: int
+    lowercase: bool  # SigLIP was trained on lowercased text; its Gemma tokenizer does not lowercase itself
+    tokenizer_file: str = "tokenizer.json"
+
+    def to_json(self) -> str:
+        return json.dumps({"text": asdict(self)}, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> TextSettings:
+        return cls(**json.loads(text)["text"])
+
+
+def decode_image(data: bytes, settings: ImageSettings) -> Image.Image:
+    """Decode one encoded image to an upright 8-bit RGB PIL image, or raise InvalidInputError saying why.
+
+    Transparency is composited onto white and EXIF orientation applied, as transformers' processor does;
+    16-bit and float images are scaled to 8 bits rather than clipped. Only the first frame of an animation
+    is used. The pixel count is checked from the header, before any pixel is decoded.
+    """
+    if not data:
+        raise InvalidInputError("image is empty (0 bytes)")
+    if len(data) > settings.max_image_bytes:
+        raise InvalidInputError(f"image is {len(data)} bytes, over the limit of {settings.max_image_bytes}")
+    try:
+        image = Image.open(io.BytesIO(data))
+        pixels = image.width * image.height
+        if pixels > settings.max_image_pixels:
+            raise InvalidInputError(
+                f"image is {image.width}x{image.height} = {pixels} pixels, over the limit of "
+                f"{settings.max_image_pixels}"
+            )
+        image.seek(0)
+        image.load()
+        return _to_rgb(ImageOps.exif_transpose(image))
+    except InvalidInputError:
+        raise
+    except UnidentifiedImageError:
+        raise InvalidInputError(f"cannot identify image format ({len(data)} bytes, starts {data[:8]!r})") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise InvalidInputError(f"corrupt or truncated image: {e}") from None
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        image = _high_depth_to_8bit(image)
+    has_alpha = "A" in image.getbands() or "transparency" in image.info
+    if not has_alpha:
+        return image.convert("RGB")
+    rgba = image.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, rgba).convert("RGB")
+
+
+def _high_depth_to_8bit(image: Image.Image) -> Image.Image:
+    """Scale a 16-bit or float grayscale image to 8 bits (PIL's own convert would clip it to 255)."""
+    values = np.asarray(image, dtype=np.float64)
+    if image.mode == "F":
+        low, high = float(np.nanmin(values)), float(np.nanmax(values))
+        scale = 255.0 / (high - low) if high > low else 0.0
+        values = (np.nan_to_num(values, nan=low) - low) * scale
+    else:
+        values = values / 257.0  # 65535 -> 255
+    return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L")
+
+
+def preprocess_image(image: Image.Image, settings: ImageSettings) -> np.ndarray:
+    """Resize, rescale and normalise an RGB image to float32 [3, height, width]."""
+    resized = image.resize((settings.width, settings.height), resample=settings.resample)
+    pixels = np.asarray(resized, dtype=np.float32)
+    if settings.rescale_factor is not None:
+        pixels = pixels * np.float32(settings.rescale_factor)
+    if settings.image_mean is not None and settings.image_std is not None:
+        mean = np.asarray(settings.image_mean, dtype=np.float32)
+        std = np.asarray(settings.image_std, dtype=np.float32)
+        pixels = (pixels - mean) / std
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+
+
+class TextTokenizer:
+    """The checkpoint's tokenizer with fixed-length padding and truncation, as the model was trained."""
+
+    def __init__(self, settings: TextSettings, folder: Path) -> None:
+        from tokenizers import Tokenizer  # imported here: image-only processes need not load it
+
+        self.settings = settings
+        self._tokenizer = Tokenizer.from_file(str(folder / settings.tokenizer_file))
+        self._tokenizer.enable_truncation(max_length=settings.max_length)
+        self._tokenizer.enable_padding(length=settings.max_length, pad_id=settings.pad_token_id)
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        """Token ids [len(texts), max_length] int64; text beyond max_length is truncated."""
+        if self.settings.lowercase:
+            texts = [text.lower() for text in texts]
+        encodings = self._tokenizer.encode_batch(texts)
+        return np.asarray([encoding.ids for encoding in encodings], dtype=np.int64)
+
+
+def decode_text(data: bytes) -> str:
+    """UTF-8 text from one request item, or InvalidInputError naming the bad byte offset."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidInputError(f"text is not valid UTF-8 (byte {e.start}: {data[e.start : e.start + 1]!r})") from None

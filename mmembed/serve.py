@@ -1,0 +1,206 @@
+"""Start tritonserver on a model repository, wait until every model is ready, stop it cleanly.
+
+The server is the one on PATH (as in the NGC tritonserver containers) or else the one shipped in the
+nvidia-pytriton wheel. For the wheel, the Python-backend stub built for this interpreter's version is put
+in a private backend folder. Either way the stub runs this interpreter's environment, so the Python
+models import the same mmembed, numpy, Pillow and onnxruntime as this process.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import tritonclient.grpc as grpcclient
+
+from mmembed.contract import IMAGE_SUFFIX, TEXT_SUFFIX
+
+
+class ServeError(RuntimeError):
+    """The server cannot be found, cannot start, or a model failed to load (the message says which)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerSettings:
+    repository: Path
+    grpc_port: int = 8001
+    http_port: int = 8000
+    metrics_port: int = 8002
+    startup_timeout_s: float = 600.0
+    log_file: Path | None = None  # default: a new mmembed-tritonserver-*.log in the temporary folder
+
+
+@dataclass(frozen=True, kw_only=True)
+class TritonInstall:
+    binary: Path
+    backend_dir: Path | None  # None: the server's own default (NGC containers)
+    library_dir: Path | None
+
+
+def find_tritonserver() -> TritonInstall:
+    """The tritonserver on PATH, else the one in the nvidia-pytriton wheel, else ServeError."""
+    on_path = shutil.which("tritonserver")
+    if on_path:
+        return TritonInstall(binary=Path(on_path), backend_dir=None, library_dir=None)
+    try:
+        import pytriton
+    except ImportError:
+        raise ServeError(
+            "no tritonserver found: none on PATH and the nvidia-pytriton wheel is not installed "
+            "(pip install 'mmembed[serve]', or run inside an NGC tritonserver container)"
+        ) from None
+    site = Path(pytriton.__file__).parent.parent
+    binary = site / "pytriton" / "tritonserver" / "bin" / "tritonserver"
+    if not binary.is_file():
+        raise ServeError(f"the nvidia-pytriton wheel has no tritonserver at {binary}")
+    return TritonInstall(
+        binary=binary,
+        backend_dir=site / "pytriton" / "tritonserver" / "backends",
+        library_dir=site / "nvidia_pytriton.libs",
+    )
+
+
+def _prepare_wheel_backends(install: TritonInstall, workdir: Path) -> Path:
+    """A backend folder whose Python backend carries the stub for this interpreter's version."""
+    assert install.backend_dir is not None
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = install.backend_dir.parent / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise ServeError(f"the nvidia-pytriton wheel has no Python-backend stub for Python {version}")
+    python_backend = workdir / "backends" / "python"
+    python_backend.mkdir(parents=True)
+    for name in ("libtriton_python.so", "triton_python_backend_utils.py"):
+        shutil.copy2(install.backend_dir / "python" / name, python_backend / name)
+    shutil.copy2(stub, python_backend / stub.name)
+    return workdir / "backends"
+
+
+def _stub_environment(install: TritonInstall) -> dict[str, str]:
+    """This process's environment, set so the stub's embedded Python imports what this interpreter does.
+
+    The stub finds its Python installation by looking for `python3` on PATH (it ignores PYTHONPATH), so
+    this interpreter's bin folder goes first: a virtual environment, editable installs included, then
+    works inside the stub as it does here.
+    """
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join(filter(None, [str(Path(sys.executable).parent), env.get("PATH")]))
+    if install.library_dir is not None:
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(install.library_dir), env.get("LD_LIBRARY_PATH")]))
+    return env
+
+
+class TritonServer:
+    """A running tritonserver; use as a context manager, or call start() and stop()."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self._process: subprocess.Popen[bytes] | None = None
+        self._workdir: tempfile.TemporaryDirectory[str] | None = None
+        self.log_file = settings.log_file
+
+    @property
+    def grpc_url(self) -> str:
+        return f"localhost:{self.settings.grpc_port}"
+
+    def start(self) -> None:
+        repository = self.settings.repository
+        if not repository.is_dir():
+            raise ServeError(f"model repository {repository} does not exist")
+        install = find_tritonserver()
+        self._workdir = tempfile.TemporaryDirectory(prefix="mmembed-serve-")
+        workdir = Path(self._workdir.name)
+        if self.log_file is None:  # kept after stop, so a failure's full log can still be read
+            handle, name = tempfile.mkstemp(prefix="mmembed-tritonserver-", suffix=".log")
+            os.close(handle)
+            self.log_file = Path(name)
+        command = [
+            str(install.binary),
+            f"--model-repository={repository.resolve()}",
+            f"--grpc-port={self.settings.grpc_port}",
+            f"--http-port={self.settings.http_port}",
+            f"--metrics-port={self.settings.metrics_port}",
+            "--strict-readiness=true",
+            "--exit-on-error=true",
+        ]
+        if install.backend_dir is not None:
+            command.append(f"--backend-directory={_prepare_wheel_backends(install, workdir)}")
+        with open(self.log_file, "wb") as log:
+            self._process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=_stub_environment(install),
+                start_new_session=True,  # Ctrl-C reaches us, and we stop the server in order
+            )
+        try:
+            self._wait_until_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_until_ready(self) -> None:
+        deadline = time.monotonic() + self.settings.startup_timeout_s
+        client = grpcclient.InferenceServerClient(self.grpc_url)
+        try:
+            while time.monotonic() < deadline:
+                assert self._process is not None
+                if self._process.poll() is not None:
+                    raise ServeError(self._failure_message(f"tritonserver exited with code {self._process.returncode}"))
+                try:
+                    if client.is_server_ready():
+                        return
+                except Exception:  # not listening yet
+                    pass
+                time.sleep(0.25)
+        finally:
+            client.close()
+        raise ServeError(self._failure_message(f"not ready after {self.settings.startup_timeout_s:.0f} s"))
+
+    def _failure_message(self, headline: str) -> str:
+        """HEADLINE plus the models that failed to load and why, read from the server log."""
+        log = self.log_file.read_text(errors="replace") if self.log_file and self.log_file.exists() else ""
+        failures = [m.group(1) for m in re.finditer(r"failed to load (.*)", log)]
+        detail = "\n".join(f"  {line.strip()}" for line in failures) or "\n".join(log.splitlines()[-15:])
+        return f"{headline}\n{detail}\n(full log: {self.log_file})"
+
+    def ready_models(self) -> list[str]:
+        """The ready models' names, ensembles first."""
+        client = grpcclient.InferenceServerClient(self.grpc_url)
+        try:
+            index = client.get_model_repository_index(as_json=True).get("models", [])
+        finally:
+            client.close()
+        names = [m["name"] for m in index if m.get("state") == "READY"]
+        return sorted(names, key=lambda n: (not n.endswith((IMAGE_SUFFIX, TEXT_SUFFIX)), n))
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Ask the server to shut down (SIGTERM), and kill it if it has not after TIMEOUT_S."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
+
+    def __enter__(self) -> TritonServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

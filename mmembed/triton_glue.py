@@ -1,0 +1,61 @@
+"""Helpers for the Python-backend models: read inputs, answer each request alone, never crash a batch.
+
+An exception that escapes `execute` fails every request of the dynamic batch, other clients' too, so each
+request is answered on its own: bad input becomes INVALID_ARG with a message naming the item and the
+problem; anything else becomes INTERNAL with the exception's type, and is logged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmembed.preprocessing import InvalidInputError
+
+try:
+    import triton_python_backend_utils as pb_utils
+except ImportError:  # outside tritonserver: this module is only used inside it
+    pb_utils = None
+
+
+def version_folder(args: dict[str, str]) -> Path:
+    """The model's version folder, where export put its settings and weights."""
+    return Path(args["model_repository"]) / args["model_version"]
+
+
+def input_array(request: Any, name: str) -> np.ndarray:
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    if tensor is None:
+        raise InvalidInputError(f"request has no input tensor named {name!r}")
+    array: np.ndarray = tensor.as_numpy()
+    return array
+
+
+def respond(request: Any, handle: Callable[[Any], list[Any]]) -> Any:
+    """Run HANDLE on one request and wrap its output tensors, or its failure, in a response."""
+    try:
+        return pb_utils.InferenceResponse(output_tensors=handle(request))
+    except InvalidInputError as e:
+        return error_response(str(e), invalid_input=True)
+    except Exception as e:
+        pb_utils.Logger.log_error(f"mmembed: {type(e).__name__}: {e}")
+        return error_response(f"internal error: {type(e).__name__}: {e}", invalid_input=False)
+
+
+def error_response(message: str, *, invalid_input: bool) -> Any:
+    code = pb_utils.TritonError.INVALID_ARG if invalid_input else pb_utils.TritonError.INTERNAL
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
+
+
+def for_each_item(items: np.ndarray, handle: Callable[[bytes], np.ndarray]) -> np.ndarray:
+    """Stack HANDLE's result for each BYTES item; a bad item fails with its index in the message."""
+    results = []
+    for index, item in enumerate(items.reshape(-1)):
+        try:
+            results.append(handle(bytes(item)))
+        except InvalidInputError as e:
+            raise InvalidInputError(f"item {index}: {e}") from None
+    return np.stack(results)

@@ -1,0 +1,15 @@
+"""Sources of the Python-backend models; export copies each one to `REPO/<model>/1/model.py`.
+
+They are thin glue: the logic lives in `mmembed.preprocessing` and `mmembed.triton_glue`, importable and
+tested without a server.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SOURCES = Path(__file__).parent
+IMAGE_PREPROCESS = SOURCES / "image_preprocess.py"
+TEXT_PREPROCESS = SOURCES / "text_preprocess.py"
+ONNX_ENCODER = SOURCES / "onnx_encoder.py"
+L2_NORMALIZE = SOURCES / "l2_normalize.py"

@@ -1,0 +1,32 @@
+"""Triton Python model: UTF-8 text -> input_ids, with the checkpoint's tokenizer and padding."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from mmembed.contract import INPUT_IDS, TEXT_INPUT
+from mmembed.preprocessing import SETTINGS_FILE, TextSettings, TextTokenizer, decode_text
+from mmembed.triton_glue import input_array, respond, version_folder
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, str]) -> None:
+        folder = version_folder(args)
+        self.tokenize = TextTokenizer(TextSettings.from_json((folder / SETTINGS_FILE).read_text()), folder)
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        return [respond(request, self._preprocess) for request in requests]
+
+    def _preprocess(self, request: Any) -> list[Any]:
+        items = input_array(request, TEXT_INPUT).reshape(-1)
+        texts = []
+        for index, item in enumerate(items):
+            try:
+                texts.append(decode_text(bytes(item)))
+            except ValueError as e:
+                raise type(e)(f"item {index}: {e}") from None
+        ids: np.ndarray = self.tokenize(texts)
+        return [pb_utils.Tensor(INPUT_IDS, ids)]

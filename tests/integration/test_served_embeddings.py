@@ -1,0 +1,174 @@
+"""Served embeddings against transformers' own SiglipModel + AutoProcessor, through a real tritonserver."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import MODEL, encode, photo
+from mmembed.client import AsyncEmbeddingClient, EmbeddingClient
+from mmembed.export.onnx_graph import row_cosines
+from PIL import Image
+from transformers import AutoProcessor, SiglipModel
+
+from mmembed.serve import TritonServer
+
+MIN_COSINE_FP32 = 0.9999
+
+
+@pytest.fixture(scope="module")
+def reference(checkpoint: Path) -> tuple[SiglipModel, object]:
+    return SiglipModel.from_pretrained(checkpoint).eval(), AutoProcessor.from_pretrained(checkpoint)
+
+
+def reference_images(reference: tuple[SiglipModel, object], images: list[Image.Image]) -> np.ndarray:
+    model, processor = reference
+    pixels = processor(images=images, return_tensors="pt")["pixel_values"]  # type: ignore[operator]
+    with torch.no_grad():
+        features = model.get_image_features(pixel_values=pixels).pooler_output
+    return torch.nn.functional.normalize(features, dim=-1).numpy()
+
+
+def reference_texts(reference: tuple[SiglipModel, object], texts: list[str]) -> np.ndarray:
+    model, processor = reference
+    ids = processor(  # type: ignore[operator]
+        text=[t.lower() for t in texts],
+        padding="max_length",
+        max_length=64,
+        truncation=True,
+        return_tensors="pt",
+    )["input_ids"]
+    with torch.no_grad():
+        features = model.get_text_features(input_ids=ids).pooler_output
+    return torch.nn.functional.normalize(features, dim=-1).numpy()
+
+
+def test_image_embeddings_match_transformers(client: EmbeddingClient, reference: tuple[SiglipModel, object]) -> None:
+    images = [photo(160, 120, seed=1), photo(50, 300, seed=2), photo(64, 64, seed=3)]
+    served = client.embed_images(MODEL, [encode(image, "PNG") for image in images])
+    expected = reference_images(reference, images)
+    cosines = row_cosines(served, expected)
+    print(f"image parity: min cosine {cosines.min():.8f}, max abs error {np.abs(served - expected).max():.3g}")
+    assert served.dtype == np.float32 and served.shape == (3, 64)
+    assert cosines.min() >= MIN_COSINE_FP32
+
+
+def test_text_embeddings_match_transformers(client: EmbeddingClient, reference: tuple[SiglipModel, object]) -> None:
+    texts = ["A photo of a cat", "two dogs on the beach", "", "word " * 200, "日本語のテキスト 🙂"]
+    served = client.embed_texts(MODEL, texts)
+    expected = reference_texts(reference, texts)
+    cosines = row_cosines(served, expected)
+    print(f"text parity: min cosine {cosines.min():.8f}, max abs error {np.abs(served - expected).max():.3g}")
+    assert cosines.min() >= MIN_COSINE_FP32
+
+
+def test_embeddings_have_unit_norm(client: EmbeddingClient) -> None:
+    vectors = np.concatenate([client.embed_images(MODEL, [photo()]), client.embed_texts(MODEL, ["a", "b c"])])
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_a_batch_equals_single_requests(server: TritonServer) -> None:
+    images = [encode(photo(seed=s), "PNG") for s in range(8)]
+    with EmbeddingClient(server.grpc_url) as client:
+        batched = client.embed_images(MODEL, images)
+        singles = np.concatenate([client.embed_images(MODEL, [image]) for image in images])
+    np.testing.assert_allclose(batched, singles, atol=1e-5)
+
+
+def test_order_is_kept_across_batches_and_concurrent_callers(server: TritonServer) -> None:
+    from mmembed.client import ClientOptions
+
+    texts = [f"text number {i}" for i in range(40)]
+    with EmbeddingClient(server.grpc_url) as client:
+        one_by_one = np.concatenate([client.embed_texts(MODEL, [t]) for t in texts])
+    options = ClientOptions(text_batch_size=3, max_in_flight=4)
+    with EmbeddingClient(server.grpc_url, options) as client, ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda shift: client.embed_texts(MODEL, texts[shift:] + texts[:shift]), range(4)))
+    for shift, result in enumerate(results):
+        np.testing.assert_allclose(result, np.roll(one_by_one, -shift, axis=0), atol=1e-5)
+
+
+def test_async_client_matches_sync(server: TritonServer, client: EmbeddingClient) -> None:
+    images = [photo(seed=s) for s in range(5)]
+
+    async def run() -> tuple[np.ndarray, np.ndarray, list[str]]:
+        async with AsyncEmbeddingClient(server.grpc_url) as aclient:
+            vectors = await aclient.embed_images(MODEL, images)
+            texts = await aclient.embed_texts(MODEL, ["a cat", "a dog"])
+            names = [info.name for info in await aclient.list_models()]
+            return vectors, texts, names
+
+    vectors, texts, names = asyncio.run(run())
+    np.testing.assert_allclose(vectors, client.embed_images(MODEL, images), atol=1e-5)
+    np.testing.assert_allclose(texts, client.embed_texts(MODEL, ["a cat", "a dog"]), atol=1e-5)
+    assert names == [MODEL]
+
+
+def test_list_models(client: EmbeddingClient) -> None:
+    (info,) = client.list_models()
+    assert (info.name, info.family, info.dimension, info.modalities) == (
+        MODEL,
+        "siglip2",
+        64,
+        ("image", "text"),
+    )
+    assert info.image_size == (64, 64) and info.max_text_length == 64
+
+
+def _formats() -> dict[str, tuple[bytes, Image.Image]]:
+    """Encoded images in many formats and modes, each with the RGB image it should be seen as."""
+    base = photo(96, 72, seed=7)
+    rgba = base.convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize(base.size))
+    palette = base.quantize(64)
+    gray = base.convert("L")
+    sixteen = Image.fromarray(np.asarray(gray).astype(np.uint16) * 257)
+    cases = {
+        "png": (encode(base, "PNG"), base),
+        "bmp": (encode(base, "BMP"), base),
+        "tiff": (encode(base, "TIFF"), base),
+        "webp-lossless": (encode(base, "WEBP", lossless=True), base),
+        "rgba-png": (encode(rgba, "PNG"), _on_white(rgba)),
+        "palette-png": (encode(palette, "PNG"), palette.convert("RGB")),
+        "grayscale-png": (encode(gray, "PNG"), gray.convert("RGB")),
+        "16bit-png": (encode(sixteen, "PNG"), gray.convert("RGB")),
+        "gif-first-frame": (_animated_gif(palette), palette.convert("RGB")),
+    }
+    for name, image in (("jpeg", base), ("cmyk-jpeg", base.convert("CMYK")), ("webp", base)):
+        data = encode(image, "WEBP" if name == "webp" else "JPEG", quality=95)
+        cases[name] = (data, Image.open(io.BytesIO(data)).convert("RGB"))
+    exif = Image.Exif()
+    exif[0x0112] = 8  # displayed rotated 90 degrees counter-clockwise
+    rotated = encode(base, "JPEG", quality=95, exif=exif)
+    cases["exif-rotated-jpeg"] = (
+        rotated,
+        Image.open(io.BytesIO(rotated)).convert("RGB").rotate(90, expand=True),
+    )
+    return cases
+
+
+def _on_white(image: Image.Image) -> Image.Image:
+    white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, image).convert("RGB")
+
+
+def _animated_gif(first: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    first.save(buffer, format="GIF", save_all=True, append_images=[first.rotate(180)])
+    return buffer.getvalue()
+
+
+FORMATS = _formats()
+
+
+@pytest.mark.parametrize("case", sorted(FORMATS))
+def test_image_formats_and_modes(client: EmbeddingClient, reference: tuple[SiglipModel, object], case: str) -> None:
+    data, seen_as = FORMATS[case]
+    served = client.embed_images(MODEL, [data])
+    expected = reference_images(reference, [seen_as])
+    assert row_cosines(served, expected).min() >= MIN_COSINE_FP32, case

@@ -1,0 +1,45 @@
+"""Checkpoints load in transformers; exported graphs are gated on parity with the PyTorch towers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from mmembed.export.onnx_graph import ExportValidationError, TowerSpec, check_parity, export_tower
+from transformers import AutoModel, AutoProcessor, SiglipConfig, SiglipModel
+
+from mmembed.families import get_family
+from mmembed.families.siglip2 import SIZES
+
+
+def test_checkpoint_loads_with_auto_classes(checkpoint: Path) -> None:
+    assert type(AutoModel.from_pretrained(checkpoint)).__name__ == "SiglipModel"
+    processor = AutoProcessor.from_pretrained(checkpoint)
+    assert type(processor).__name__ == "SiglipProcessor"
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= {
+        p.name for p in checkpoint.iterdir()
+    }
+
+
+def test_so400m_size_has_the_published_parameter_count() -> None:
+    """1,136,555,698 parameters: the size implied by google/siglip2-so400m-patch16-512's safetensors file."""
+    spec = SIZES["so400m-512"]
+    with torch.device("meta"):
+        model = SiglipModel(SiglipConfig(text_config=spec["text_config"], vision_config=spec["vision_config"]))
+    assert sum(p.numel() for p in model.parameters()) == 1_136_555_698
+
+
+def test_parity_gate_refuses_a_graph_that_differs(checkpoint: Path, tmp_path: Path) -> None:
+    towers = get_family("siglip2").load_towers(checkpoint)
+    spec = TowerSpec(
+        input_name="pixel_values", input_dtype=torch.float32, item_shape=(3, 64, 64), output_name="embedding"
+    )
+    graph = export_tower(towers.vision, spec, tmp_path)
+    report = check_parity(towers.vision, spec, graph, name="vision", min_cosine=0.9999)
+    assert report.min_cosine >= 0.9999 and report.max_abs_error < 1e-4
+    with torch.no_grad():  # now the PyTorch tower no longer matches the exported graph
+        towers.vision.model.vision_model.post_layernorm.weight.mul_(-1.0)
+        towers.vision.model.vision_model.head.mlp.fc2.bias.add_(3.0)
+    with pytest.raises(ExportValidationError, match=r"under the required 0\.9999"):
+        check_parity(towers.vision, spec, graph, name="vision", min_cosine=0.9999)

@@ -1,0 +1,137 @@
+"""The generated model repository: every config parses back, and states batching and instances."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from mmembed.export import BatchingOptions, ExportError, ExportRequest, Precision, Runtime, export_model
+from mmembed.export.onnx_graph import TowerSpec
+from mmembed.export.tensorrt_engine import optimization_profile
+from mmembed.export.triton_config import TensorSpec, encoder_config, parse_pbtxt, to_pbtxt
+from tritonclient.grpc import model_config_pb2 as pb
+
+from mmembed.families import get_family
+
+
+def configs(repository: Path) -> dict[str, pb.ModelConfig]:
+    return {p.parent.name: parse_pbtxt(p.read_text()) for p in repository.glob("*/config.pbtxt")}
+
+
+def test_repository_layout(repository: Path) -> None:
+    found = configs(repository)
+    assert sorted(found) == [
+        "siglip2_image",
+        "siglip2_image_preprocess",
+        "siglip2_l2_normalize",
+        "siglip2_text",
+        "siglip2_text_encoder",
+        "siglip2_text_preprocess",
+        "siglip2_vision_encoder",
+    ]
+    for name, config in found.items():
+        assert config.name == name
+        assert config.max_batch_size == 64
+        if config.platform == "ensemble":
+            continue
+        assert config.dynamic_batching.max_queue_delay_microseconds == 2000
+        assert len(config.instance_group) == 1 and config.instance_group[0].count >= 1
+        assert (repository / name / "1" / "model.py").is_file()
+    for encoder in ("siglip2_vision_encoder", "siglip2_text_encoder"):
+        assert (repository / encoder / "1" / "model.onnx").is_file()
+        assert (repository / encoder / "1" / "model.onnx.data").is_file()
+    assert (repository / "siglip2_text_preprocess" / "1" / "tokenizer.json").is_file()
+
+
+def test_ensembles_chain_preprocess_encoder_normalize(repository: Path) -> None:
+    image = configs(repository)["siglip2_image"]
+    assert [step.model_name for step in image.ensemble_scheduling.step] == [
+        "siglip2_image_preprocess",
+        "siglip2_vision_encoder",
+        "siglip2_l2_normalize",
+    ]
+    assert image.input[0].name == "IMAGE" and image.input[0].data_type == pb.TYPE_STRING
+    assert image.output[0].name == "EMBEDDING" and list(image.output[0].dims) == [64]
+    steps = image.ensemble_scheduling.step
+    assert steps[0].output_map["pixel_values"] == steps[1].input_map["pixel_values"]
+    assert steps[2].output_map["EMBEDDING"] == "EMBEDDING"
+    assert image.parameters["mmembed.dimension"].string_value == "64"
+    assert image.parameters["mmembed.image_size"].string_value == "64x64"
+
+
+def test_export_report_records_parity(repository: Path) -> None:
+    report = json.loads((repository / "siglip2_image" / "export_report.json").read_text())
+    assert report["runtime"] == "onnxruntime-cpu" and report["dimension"] == 64
+    assert all(row["min_cosine"] >= 0.9999 for row in report["parity"])
+
+
+@pytest.mark.parametrize(
+    ("runtime", "precision", "platform", "kind"),
+    [
+        (Runtime.ONNXRUNTIME, Precision.FP32, "onnxruntime_onnx", pb.ModelInstanceGroup.KIND_GPU),
+        (Runtime.TENSORRT, Precision.FP32, "tensorrt_plan", pb.ModelInstanceGroup.KIND_GPU),
+        (Runtime.ONNXRUNTIME_CPU, Precision.FP32, "", pb.ModelInstanceGroup.KIND_CPU),
+    ],
+)
+def test_encoder_configs_per_runtime(runtime: Runtime, precision: Precision, platform: str, kind: int) -> None:
+    pixels = TensorSpec(name="pixel_values", data_type=pb.TYPE_FP32, dims=(3, 64, 64))
+    raw = TensorSpec(name="embedding", data_type=pb.TYPE_FP32, dims=(64,))
+    config = parse_pbtxt(
+        to_pbtxt(encoder_config("m", pixels, raw, BatchingOptions(), runtime=runtime, precision=precision))
+    )
+    assert config.platform == platform
+    assert config.instance_group[0].kind == kind
+    assert list(config.input[0].dims) == [3, 64, 64]
+
+
+def test_onnxruntime_fp16_uses_the_tensorrt_accelerator_with_profiles() -> None:
+    ids = TensorSpec(name="input_ids", data_type=pb.TYPE_INT64, dims=(64,))
+    raw = TensorSpec(name="embedding", data_type=pb.TYPE_FP32, dims=(64,))
+    config = encoder_config(
+        "m",
+        ids,
+        raw,
+        BatchingOptions(max_batch_size=32),
+        runtime=Runtime.ONNXRUNTIME,
+        precision=Precision.FP16,
+    )
+    accelerator = parse_pbtxt(to_pbtxt(config)).optimization.execution_accelerators.gpu_execution_accelerator[0]
+    assert accelerator.name == "tensorrt"
+    assert accelerator.parameters["precision_mode"] == "FP16"
+    assert accelerator.parameters["trt_profile_max_shapes"] == "input_ids:32x64"
+
+
+def test_tensorrt_profile_covers_batch_one_to_max() -> None:
+    spec = TowerSpec(
+        input_name="pixel_values",
+        input_dtype=torch.float32,
+        item_shape=(3, 512, 512),
+        output_name="embedding",
+    )
+    profile = optimization_profile(spec, 128)
+    assert profile == {"min": (1, 3, 512, 512), "opt": (64, 3, 512, 512), "max": (128, 3, 512, 512)}
+
+
+def test_unsupported_precision_is_refused_before_any_work(checkpoint: Path, tmp_path: Path) -> None:
+    request = ExportRequest(
+        family=get_family("siglip2"), checkpoint=checkpoint, repository=tmp_path, precision=Precision.FP8
+    )
+    with pytest.raises(ExportError, match="supports precision fp32, not fp8"):
+        export_model(request)
+    assert not any(tmp_path.iterdir())
+
+
+def test_tensorrt_without_tensorrt_is_a_clear_error(checkpoint: Path, tmp_path: Path) -> None:
+    from mmembed.export import TensorRTUnavailableError
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here; this checks the message where it is not")
+    request = ExportRequest(
+        family=get_family("siglip2"), checkpoint=checkpoint, repository=tmp_path, runtime=Runtime.TENSORRT
+    )
+    with pytest.raises(TensorRTUnavailableError, match="TensorRT"):
+        export_model(request, log=lambda line: None)
+    assert [p.name for p in tmp_path.iterdir()] == []  # nothing half-written
