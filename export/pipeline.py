@@ -194,36 +194,18 @@ def _write_models(
     common = {"family": request.family.name, "dimension": str(dimension), "runtime": request.runtime.value}
     image_metadata = {**common, "modality": "image", "image_size": f"{image.height}x{image.width}"}
     text_metadata = {**common, "modality": "text", "max_text_length": str(text.max_length)}
-    configs[names.image] = (
-        ensemble_config(
-            names.image,
-            image_bytes,
-            [
-                (names.image_preprocess, contract.IMAGE_INPUT, contract.PIXEL_VALUES),
-                (names.vision_encoder, contract.PIXEL_VALUES, contract.RAW_EMBEDDING),
-                (names.l2_normalize, contract.RAW_EMBEDDING, contract.EMBEDDING_OUTPUT),
-            ],
-            embedding,
-            batching,
-            metadata=image_metadata,
-        ),
-        None,
+    chains = (
+        (names.image, image_bytes, names.image_preprocess, names.vision_encoder, pixels, image_metadata),
+        (names.text, text_bytes, names.text_preprocess, names.text_encoder, ids, text_metadata),
     )
-    configs[names.text] = (
-        ensemble_config(
-            names.text,
-            text_bytes,
-            [
-                (names.text_preprocess, contract.TEXT_INPUT, contract.INPUT_IDS),
-                (names.text_encoder, contract.INPUT_IDS, contract.RAW_EMBEDDING),
-                (names.l2_normalize, contract.RAW_EMBEDDING, contract.EMBEDDING_OUTPUT),
-            ],
-            embedding,
-            batching,
-            metadata=text_metadata,
-        ),
-        None,
-    )
+    for ensemble, ensemble_input, preprocess, encoder, encoder_input, metadata in chains:
+        steps = [
+            (preprocess, ensemble_input.name, encoder_input.name),
+            (encoder, encoder_input.name, contract.RAW_EMBEDDING),
+            (names.l2_normalize, contract.RAW_EMBEDDING, contract.EMBEDDING_OUTPUT),
+        ]
+        config = ensemble_config(ensemble, ensemble_input, steps, embedding, batching, metadata=metadata)
+        configs[ensemble] = (config, None)
     for model, (config, source) in configs.items():
         version = staging / model / "1"
         version.mkdir(parents=True, exist_ok=True)  # ensembles need an (empty) version folder too
