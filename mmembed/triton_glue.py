@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from mmembed.preprocessing import InvalidInputError
+
+T = TypeVar("T")
 
 try:
     import triton_python_backend_utils as pb_utils
@@ -50,12 +52,12 @@ def error_response(message: str, *, invalid_input: bool) -> Any:
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
 
 
-def for_each_item(items: np.ndarray, handle: Callable[[bytes], np.ndarray]) -> np.ndarray:
-    """Stack HANDLE's result for each BYTES item; a bad item fails with its index in the message."""
+def map_items(items: np.ndarray, handle: Callable[[bytes], T]) -> list[T]:
+    """HANDLE applied to each BYTES item, in order; a bad item fails with its index in the message."""
     results = []
     for index, item in enumerate(items.reshape(-1)):
         try:
             results.append(handle(bytes(item)))
         except InvalidInputError as e:
             raise InvalidInputError(f"item {index}: {e}") from None
-    return np.stack(results)
+    return results

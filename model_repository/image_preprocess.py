@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from mmembed.contract import IMAGE_INPUT, PIXEL_VALUES
 from mmembed.preprocessing import SETTINGS_FILE, ImageSettings, decode_image, preprocess_image
-from mmembed.triton_glue import for_each_item, input_array, respond, version_folder
+from mmembed.triton_glue import input_array, map_items, respond, version_folder
 
 
 class TritonPythonModel:
@@ -19,8 +20,8 @@ class TritonPythonModel:
         return [respond(request, self._preprocess) for request in requests]
 
     def _preprocess(self, request: Any) -> list[Any]:
-        pixels = for_each_item(
+        pixels = map_items(
             input_array(request, IMAGE_INPUT),
             lambda data: preprocess_image(decode_image(data, self.settings), self.settings),
         )
-        return [pb_utils.Tensor(PIXEL_VALUES, pixels)]
+        return [pb_utils.Tensor(PIXEL_VALUES, np.stack(pixels))]

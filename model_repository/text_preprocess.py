@@ -9,7 +9,7 @@ import triton_python_backend_utils as pb_utils
 
 from mmembed.contract import INPUT_IDS, TEXT_INPUT
 from mmembed.preprocessing import SETTINGS_FILE, TextSettings, TextTokenizer, decode_text
-from mmembed.triton_glue import input_array, respond, version_folder
+from mmembed.triton_glue import input_array, map_items, respond, version_folder
 
 
 class TritonPythonModel:
@@ -21,12 +21,6 @@ class TritonPythonModel:
         return [respond(request, self._preprocess) for request in requests]
 
     def _preprocess(self, request: Any) -> list[Any]:
-        items = input_array(request, TEXT_INPUT).reshape(-1)
-        texts = []
-        for index, item in enumerate(items):
-            try:
-                texts.append(decode_text(bytes(item)))
-            except ValueError as e:
-                raise type(e)(f"item {index}: {e}") from None
+        texts = map_items(input_array(request, TEXT_INPUT), decode_text)
         ids: np.ndarray = self.tokenize(texts)
         return [pb_utils.Tensor(INPUT_IDS, ids)]
