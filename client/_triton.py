@@ -87,6 +87,7 @@ def model_infos(configs: dict[str, dict[str, Any]]) -> list[ModelInfo]:
                 image_size=(int(height), int(width)) if image_size else None,
                 max_text_length=int(max_length) if max_length else None,
                 runtime=parameters.get("runtime", ""),
+                precision=parameters.get("precision", ""),
             )
         )
     return infos

@@ -15,4 +15,5 @@ class ModelInfo:
     modalities: tuple[str, ...]  # "image", "text"
     image_size: tuple[int, int] | None  # (height, width) the images are resized to
     max_text_length: int | None  # tokens; longer text is truncated
-    runtime: str
+    runtime: str  # onnxruntime-cpu, onnxruntime, tensorrt or torch
+    precision: str  # fp32, fp16, bf16 or fp8

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from mmembed.export.onnx_graph import ExportValidationError, ParityReport
 from mmembed.export.pipeline import ExportError, ExportReport, ExportRequest, export_model
 from mmembed.export.tensorrt_engine import TensorRTUnavailableError
 from mmembed.export.triton_config import BatchingOptions, Precision, Runtime
@@ -12,8 +11,6 @@ __all__ = [
     "ExportError",
     "ExportReport",
     "ExportRequest",
-    "ExportValidationError",
-    "ParityReport",
     "Precision",
     "Runtime",
     "TensorRTUnavailableError",

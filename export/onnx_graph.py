@@ -7,53 +7,16 @@ tower (about 2.8 GB in fp32, over protobuf's 2 GB limit) and a tiny CI model tak
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
+
+from mmembed.families.base import TowerSpec
+from mmembed.numeric_gate import GateReport, gate
 
 OPSET = 18  # >= 17 keeps LayerNormalization one op (TensorRT then holds it in fp32); < 23 avoids `Attention`.
 GRAPH_FILE = "model.onnx"
 DATA_FILE = "model.onnx.data"
-
-
-@dataclass(frozen=True, kw_only=True)
-class TowerSpec:
-    """The contract of one exported tower: tensor names and the per-item input shape."""
-
-    input_name: str
-    input_dtype: torch.dtype
-    item_shape: tuple[int, ...]  # input shape without the batch axis
-    output_name: str
-    high: int = 0  # exclusive upper bound of integer inputs (token ids); unused for float inputs
-
-    def random_input(self, batch: int, seed: int) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(seed)
-        shape = (batch, *self.item_shape)
-        if self.input_dtype.is_floating_point:
-            return torch.rand(shape, generator=generator, dtype=self.input_dtype) * 2 - 1
-        return torch.randint(0, self.high, shape, generator=generator, dtype=self.input_dtype)
-
-
-@dataclass(frozen=True, kw_only=True)
-class ParityReport:
-    """How closely the ONNX graph reproduces the PyTorch tower on fresh inputs."""
-
-    tower: str
-    batch: int
-    max_abs_error: float
-    min_cosine: float
-
-    def line(self) -> str:
-        return (
-            f"{self.tower}: batch {self.batch}, max abs error {self.max_abs_error:.3g}, "
-            f"min cosine {self.min_cosine:.7f}"
-        )
-
-
-class ExportValidationError(RuntimeError):
-    """An exported graph does not match its PyTorch tower within the tolerance; nothing was written."""
 
 
 def export_tower(tower: torch.nn.Module, spec: TowerSpec, folder: Path) -> Path:
@@ -81,12 +44,10 @@ def export_tower(tower: torch.nn.Module, spec: TowerSpec, folder: Path) -> Path:
     return graph_path
 
 
-def check_parity(
-    tower: torch.nn.Module, spec: TowerSpec, graph_path: Path, *, name: str, min_cosine: float, batch: int = 3
-) -> ParityReport:
-    """Compare the graph with the tower on fresh random inputs at a batch size other than the traced one.
+def check_parity(tower: torch.nn.Module, spec: TowerSpec, graph_path: Path, *, name: str, batch: int = 3) -> GateReport:
+    """Compare the fp32 graph with the tower on fresh random inputs at a batch size other than the traced one.
 
-    Raises ExportValidationError when any row's cosine falls under MIN_COSINE or an output is not finite.
+    Raises PrecisionGateError when any row's cosine falls under the fp32 gate or an output is not finite.
     """
     import onnxruntime
 
@@ -95,23 +56,4 @@ def check_parity(
         expected = tower(inputs).float().numpy()
     session = onnxruntime.InferenceSession(str(graph_path), providers=["CPUExecutionProvider"])
     (actual,) = session.run([spec.output_name], {spec.input_name: inputs.numpy()})
-    if actual.shape != expected.shape:
-        raise ExportValidationError(f"{name}: ONNX output shape {actual.shape}, PyTorch {expected.shape}")
-    if not np.isfinite(actual).all():
-        raise ExportValidationError(f"{name}: ONNX output has NaN or Inf")
-    report = ParityReport(
-        tower=name,
-        batch=batch,
-        max_abs_error=float(np.abs(actual - expected).max()),
-        min_cosine=float(row_cosines(actual, expected).min()),
-    )
-    if report.min_cosine < min_cosine:
-        raise ExportValidationError(f"{report.line()}, under the required {min_cosine}")
-    return report
-
-
-def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine similarity of each row of A with the same row of B, computed in float64."""
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    result: np.ndarray = (a64 * b64).sum(1) / (np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1))
-    return result
+    return gate(name, "fp32", actual, expected)

@@ -10,13 +10,15 @@ import json
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
-from mmembed.export.onnx_graph import ParityReport, TowerSpec, check_parity, export_tower
+from mmembed.export.onnx_graph import check_parity, export_tower
 from mmembed.export.tensorrt_engine import build_engine
 from mmembed.export.triton_config import (
+    GPU_INPUTS,
     SUPPORTED_PRECISIONS,
     BatchingOptions,
     ModelNames,
@@ -28,15 +30,31 @@ from mmembed.export.triton_config import (
     python_model_config,
     to_pbtxt,
 )
-from mmembed.model_repository import IMAGE_PREPROCESS, L2_NORMALIZE, ONNX_ENCODER, TEXT_PREPROCESS
+from mmembed.model_repository import (
+    IMAGE_PREPROCESS,
+    L2_NORMALIZE,
+    ONNX_ENCODER,
+    TEXT_PREPROCESS,
+    TORCH_ENCODER,
+)
 from tritonclient.grpc import model_config_pb2 as pb
 
 from mmembed import contract
-from mmembed.families import ModelFamily
-from mmembed.preprocessing import SETTINGS_FILE, ImageSettings, TextSettings
+from mmembed.contract import TOWER_FOLDER
+from mmembed.families import ModelFamily, Towers
+from mmembed.families.base import Modality, TowerSpec
+from mmembed.numeric_gate import GateReport, gate
+from mmembed.preprocessing import (
+    SETTINGS_FILE,
+    ImageSettings,
+    TextSettings,
+    TextTokenizer,
+    decode_image,
+    preprocess_image,
+)
+from mmembed.sample_images import CAPTIONS, synthetic_jpeg
+from mmembed.torch_encoder import EncoderOptions, build_encoder
 
-# Minimum cosine between the exported encoder and the PyTorch fp32 tower, per precision.
-MIN_COSINE: dict[Precision, float] = {Precision.FP32: 0.9999, Precision.FP16: 0.999, Precision.FP8: 0.99}
 REPORT_FILE = "export_report.json"
 
 
@@ -53,6 +71,8 @@ class ExportRequest:
     runtime: Runtime = Runtime.ONNXRUNTIME_CPU
     precision: Precision = Precision.FP32
     batching: BatchingOptions = field(default_factory=BatchingOptions)
+    device: str = "cuda"  # runtime torch: where the encoders run when served ("cuda" or "cpu")
+    fast_jpeg: bool = False  # decode large JPEGs at reduced scale (see ImageSettings.fast_jpeg)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,7 +85,7 @@ class ExportReport:
     runtime: str
     precision: str
     dimension: int
-    parity: list[ParityReport]
+    parity: list[GateReport]
     models: list[str]
 
 
@@ -75,7 +95,7 @@ def export_model(request: ExportRequest, log: Callable[[str], None] = print) -> 
     family, checkpoint = request.family, request.checkpoint
     names = ModelNames(name=request.name)
     log(f"reading {family.name} checkpoint {checkpoint}")
-    image = family.image_settings(checkpoint)
+    image = replace(family.image_settings(checkpoint), fast_jpeg=request.fast_jpeg)
     text = family.text_settings(checkpoint)
     towers = family.load_towers(checkpoint)
     vision_spec = TowerSpec(
@@ -94,19 +114,31 @@ def export_model(request: ExportRequest, log: Callable[[str], None] = print) -> 
     request.repository.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=request.repository, prefix=".staging-") as scratch:
         staging = Path(scratch)
-        parity = []
-        for model, tower, spec in (
-            (names.vision_encoder, towers.vision, vision_spec),
-            (names.text_encoder, towers.text, text_spec),
-        ):
-            log(f"exporting {model} to ONNX")
-            graph = export_tower(tower, spec, staging / model / "1")
-            report = check_parity(tower, spec, graph, name=model, min_cosine=MIN_COSINE[Precision.FP32])
-            log(f"  parity {report.line()}")
-            parity.append(report)
-            if request.runtime is Runtime.TENSORRT:
-                log(f"building TensorRT engine for {model}")
-                build_engine(graph, spec, request.batching.max_batch_size, request.precision)
+        parity: list[GateReport] = []
+        real_inputs = {"image": _sample_pixels(image), "text": _sample_token_ids(text, checkpoint)}
+        tower_steps: tuple[tuple[str, Modality, torch.nn.Module, TowerSpec], ...] = (
+            (names.vision_encoder, "image", towers.vision, vision_spec),
+            (names.text_encoder, "text", towers.text, text_spec),
+        )
+        for model, modality, tower, spec in tower_steps:
+            version = staging / model / "1"
+            if request.runtime is Runtime.TORCH:
+                log(f"writing {model} tower for the torch runtime")
+                folder = version / TOWER_FOLDER
+                gate_reports = _torch_tower(request, towers, modality, tower, spec, folder, real_inputs[modality])
+            else:
+                log(f"exporting {model} to ONNX")
+                graph = export_tower(tower, spec, version)
+                gate_reports = [check_parity(tower, spec, graph, name=model)]
+                if request.runtime is Runtime.TENSORRT:
+                    log(f"building TensorRT engine for {model}")
+                    limit = (
+                        request.batching.max_batch_size if modality == "image" else request.batching.text_max_batch_size
+                    )
+                    build_engine(graph, spec, limit, request.precision)
+            for gate_report in gate_reports:
+                log(f"  gate {gate_report.line()}")
+            parity.extend(gate_reports)
         _write_models(request, names, staging, image, text, vision_spec, text_spec, towers.dimension)
         report = ExportReport(
             name=request.name,
@@ -128,6 +160,43 @@ def export_model(request: ExportRequest, log: Callable[[str], None] = print) -> 
     return report
 
 
+def _torch_tower(
+    request: ExportRequest,
+    towers: Towers,
+    modality: Modality,
+    tower: torch.nn.Module,
+    spec: TowerSpec,
+    folder: Path,
+    real_inputs: torch.Tensor,
+) -> list[GateReport]:
+    """Write the tower folder, prove it loads to the same fp32 tower, and gate the served precision."""
+    family = request.family
+    family.save_tower(towers, modality, folder)
+    name = folder.parent.parent.name
+    loaded = family.load_tower(folder, modality)
+    inputs = torch.cat([spec.random_input(4, seed=4321), real_inputs])
+    with torch.inference_mode():
+        expected, actual = tower(inputs).numpy(), loaded(inputs).numpy()
+    reports = [gate(f"{name} (tower folder)", "fp32", actual, expected)]
+    if request.precision is not Precision.FP32:
+        device = "cuda" if request.device == "cuda" and torch.cuda.is_available() else "cpu"
+        options = EncoderOptions(precision=request.precision.value, device=device, cuda_graphs=False)  # graphs: at load
+        encoder = build_encoder(loaded, spec, options, name=name, fp8_scope=family.fp8_scope, real_inputs=real_inputs)
+        reports.append(encoder.gate_report)
+        del encoder
+    return reports
+
+
+def _sample_pixels(settings: ImageSettings, count: int = 4) -> torch.Tensor:
+    """Photo-like JPEGs through the served preprocessing: the gate's real images."""
+    jpegs = [synthetic_jpeg(640, 480, seed=seed) for seed in range(count)]
+    return torch.from_numpy(np.stack([preprocess_image(decode_image(data, settings), settings) for data in jpegs]))
+
+
+def _sample_token_ids(settings: TextSettings, checkpoint: Path) -> torch.Tensor:
+    return torch.from_numpy(TextTokenizer(settings, checkpoint)(list(CAPTIONS)))
+
+
 def _check_request(request: ExportRequest) -> None:
     allowed = SUPPORTED_PRECISIONS[request.runtime]
     if request.precision not in allowed:
@@ -135,6 +204,8 @@ def _check_request(request: ExportRequest) -> None:
             f"runtime {request.runtime.value} supports precision {', '.join(p.value for p in allowed)}, "
             f"not {request.precision.value}"
         )
+    if request.device not in ("cuda", "cpu"):
+        raise ExportError(f"device {request.device!r}: choose cuda or cpu")
     if not request.name.replace("_", "").replace("-", "").isalnum():
         raise ExportError(f"model name {request.name!r} may hold only letters, digits, '-' and '_'")
 
@@ -150,13 +221,17 @@ def _write_models(
     dimension: int,
 ) -> None:
     batching = request.batching
+    text_batching = replace(batching, max_batch_size=batching.text_max_batch_size)
+    shared_batching = replace(batching, max_batch_size=max(batching.max_batch_size, batching.text_max_batch_size))
     image_bytes = TensorSpec(name=contract.IMAGE_INPUT, data_type=pb.TYPE_STRING, dims=(1,))
     text_bytes = TensorSpec(name=contract.TEXT_INPUT, data_type=pb.TYPE_STRING, dims=(1,))
     pixels = TensorSpec(name=vision_spec.input_name, data_type=pb.TYPE_FP32, dims=vision_spec.item_shape)
     ids = TensorSpec(name=text_spec.input_name, data_type=pb.TYPE_INT64, dims=text_spec.item_shape)
     raw = TensorSpec(name=contract.RAW_EMBEDDING, data_type=pb.TYPE_FP32, dims=(dimension,))
     embedding = TensorSpec(name=contract.EMBEDDING_OUTPUT, data_type=pb.TYPE_FP32, dims=(dimension,))
-    encoder_source = ONNX_ENCODER if request.runtime is Runtime.ONNXRUNTIME_CPU else None
+    encoder_source = {Runtime.ONNXRUNTIME_CPU: ONNX_ENCODER, Runtime.TORCH: TORCH_ENCODER}.get(request.runtime)
+    gpu_tensors = request.runtime is Runtime.TORCH and request.device == "cuda"
+    torch_parameters = {"family": request.family.name, "device": request.device}
     preprocess_instances = batching.preprocess_instances
     configs = {
         names.image_preprocess: (
@@ -166,11 +241,21 @@ def _write_models(
             IMAGE_PREPROCESS,
         ),
         names.text_preprocess: (
-            python_model_config(names.text_preprocess, [text_bytes], [ids], batching, instances=preprocess_instances),
+            python_model_config(
+                names.text_preprocess, [text_bytes], [ids], text_batching, instances=preprocess_instances
+            ),
             TEXT_PREPROCESS,
         ),
         names.l2_normalize: (
-            python_model_config(names.l2_normalize, [raw], [embedding], batching, instances=1),
+            python_model_config(
+                names.l2_normalize,
+                [raw],
+                [embedding],
+                shared_batching,
+                instances=1,
+                parameters=GPU_INPUTS if gpu_tensors else None,
+                gpu=gpu_tensors,
+            ),
             L2_NORMALIZE,
         ),
         names.vision_encoder: (
@@ -181,30 +266,42 @@ def _write_models(
                 batching,
                 runtime=request.runtime,
                 precision=request.precision,
+                torch_parameters={**torch_parameters, "modality": "image"},
             ),
             encoder_source,
         ),
         names.text_encoder: (
             encoder_config(
-                names.text_encoder, ids, raw, batching, runtime=request.runtime, precision=request.precision
+                names.text_encoder,
+                ids,
+                raw,
+                text_batching,
+                runtime=request.runtime,
+                precision=request.precision,
+                torch_parameters={**torch_parameters, "modality": "text", "vocab_size": str(text_spec.high)},
             ),
             encoder_source,
         ),
     }
-    common = {"family": request.family.name, "dimension": str(dimension), "runtime": request.runtime.value}
+    common = {
+        "family": request.family.name,
+        "dimension": str(dimension),
+        "runtime": request.runtime.value,
+        "precision": request.precision.value,
+    }
     image_metadata = {**common, "modality": "image", "image_size": f"{image.height}x{image.width}"}
     text_metadata = {**common, "modality": "text", "max_text_length": str(text.max_length)}
     chains = (
-        (names.image, image_bytes, names.image_preprocess, names.vision_encoder, pixels, image_metadata),
-        (names.text, text_bytes, names.text_preprocess, names.text_encoder, ids, text_metadata),
+        (names.image, image_bytes, names.image_preprocess, names.vision_encoder, pixels, image_metadata, batching),
+        (names.text, text_bytes, names.text_preprocess, names.text_encoder, ids, text_metadata, text_batching),
     )
-    for ensemble, ensemble_input, preprocess, encoder, encoder_input, metadata in chains:
+    for ensemble, ensemble_input, preprocess, encoder, encoder_input, metadata, chain_batching in chains:
         steps = [
             (preprocess, ensemble_input.name, encoder_input.name),
             (encoder, encoder_input.name, contract.RAW_EMBEDDING),
             (names.l2_normalize, contract.RAW_EMBEDDING, contract.EMBEDDING_OUTPUT),
         ]
-        config = ensemble_config(ensemble, ensemble_input, steps, embedding, batching, metadata=metadata)
+        config = ensemble_config(ensemble, ensemble_input, steps, embedding, chain_batching, metadata=metadata)
         configs[ensemble] = (config, None)
     for model, (config, source) in configs.items():
         version = staging / model / "1"

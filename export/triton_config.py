@@ -23,11 +23,13 @@ class Runtime(str, Enum):
     ONNXRUNTIME_CPU = "onnxruntime-cpu"  # onnxruntime inside a Python-backend model: the pip Triton, CI
     ONNXRUNTIME = "onnxruntime"  # Triton's onnxruntime backend on a GPU (NGC containers)
     TENSORRT = "tensorrt"  # a TensorRT plan built on the target GPU (NGC containers)
+    TORCH = "torch"  # the checkpoint's towers in torch inside a Python-backend model, GPU or CPU
 
 
 class Precision(str, Enum):
     FP32 = "fp32"
     FP16 = "fp16"
+    BF16 = "bf16"
     FP8 = "fp8"
 
 
@@ -35,14 +37,19 @@ SUPPORTED_PRECISIONS: dict[Runtime, tuple[Precision, ...]] = {
     Runtime.ONNXRUNTIME_CPU: (Precision.FP32,),
     Runtime.ONNXRUNTIME: (Precision.FP32, Precision.FP16),
     Runtime.TENSORRT: (Precision.FP32,),
+    Runtime.TORCH: (Precision.FP32, Precision.FP16, Precision.BF16, Precision.FP8),
 }
+
+# Python-backend parameter: hand GPU tensors to the model as they are instead of copying them to the host.
+GPU_INPUTS = {"FORCE_CPU_ONLY_INPUT_TENSORS": "no"}
 
 
 @dataclass(frozen=True, kw_only=True)
 class BatchingOptions:
     """Batching and instance knobs written into every generated config."""
 
-    max_batch_size: int = 64
+    max_batch_size: int = 64  # images per batch (and the image ensemble's largest request)
+    text_max_batch_size: int = 256  # texts are ~16x cheaper than images: larger batches fill the GPU
     max_queue_delay_us: int = 2000
     preprocess_instances: int = 2
     encoder_instances: int = 1
@@ -111,12 +118,14 @@ def python_model_config(
     *,
     instances: int,
     parameters: dict[str, str] | None = None,
+    gpu: bool = False,
 ) -> pb.ModelConfig:
-    """A Python-backend model on the CPU with dynamic batching."""
+    """A Python-backend model with dynamic batching, its instances on the CPU or on each GPU."""
     config = _base(name, options)
     config.backend = "python"
     _add_io(config, inputs, outputs)
-    config.instance_group.add(kind=pb.ModelInstanceGroup.KIND_CPU, count=instances)
+    kind = pb.ModelInstanceGroup.KIND_GPU if gpu else pb.ModelInstanceGroup.KIND_CPU
+    config.instance_group.add(kind=kind, count=instances)
     for key, value in (parameters or {}).items():
         config.parameters[key].string_value = value
     return config
@@ -130,8 +139,24 @@ def encoder_config(
     *,
     runtime: Runtime,
     precision: Precision,
+    torch_parameters: dict[str, str] | None = None,
 ) -> pb.ModelConfig:
-    """The encoder step for RUNTIME; its tensor names are the exported graph's."""
+    """The encoder step for RUNTIME; its tensor names are the exported graph's.
+
+    TORCH_PARAMETERS (runtime torch only) tell the Python model its family, modality and device."""
+    if runtime is Runtime.TORCH:
+        parameters = dict(torch_parameters or {})
+        gpu = parameters.get("device") == "cuda"
+        parameters.update(precision=precision.value, output_name=output_spec.name, **(GPU_INPUTS if gpu else {}))
+        return python_model_config(
+            name,
+            [input_spec],
+            [output_spec],
+            options,
+            instances=options.encoder_instances,
+            parameters=parameters,
+            gpu=gpu,
+        )
     if runtime is Runtime.ONNXRUNTIME_CPU:
         return python_model_config(
             name,

@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from mmembed.export import Precision, Runtime
     from mmembed.families import FAMILIES
 
     parser = argparse.ArgumentParser(prog="mmembed", description=__doc__.splitlines()[0])
@@ -48,9 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--checkpoint", type=Path, required=True, help="checkpoint folder (Hugging Face layout)")
     export.add_argument("--repository", type=Path, required=True, help="model repository folder to write into")
     export.add_argument("--name", default=None, help="served model name (default: the family name)")
-    export.add_argument("--runtime", default="onnxruntime-cpu", choices=["onnxruntime-cpu", "onnxruntime", "tensorrt"])
-    export.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "fp8"])
-    export.add_argument("--max-batch-size", type=int, default=64)
+    export.add_argument("--runtime", default="onnxruntime-cpu", choices=[r.value for r in Runtime])
+    export.add_argument("--precision", default="fp32", choices=[p.value for p in Precision])
+    export.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="runtime torch: where it runs")
+    export.add_argument("--fast-jpeg", action="store_true", help="decode large JPEGs at reduced scale (faster)")
+    export.add_argument("--max-batch-size", type=int, default=64, help="images per encoder batch")
+    export.add_argument("--text-max-batch-size", type=int, default=256, help="texts per encoder batch")
     export.add_argument("--max-queue-delay-us", type=int, default=2000)
     export.add_argument("--preprocess-instances", type=int, default=2)
     export.add_argument("--encoder-instances", type=int, default=1)
@@ -96,10 +100,13 @@ def _export(args: argparse.Namespace) -> int:
         precision=Precision(args.precision),
         batching=BatchingOptions(
             max_batch_size=args.max_batch_size,
+            text_max_batch_size=args.text_max_batch_size,
             max_queue_delay_us=args.max_queue_delay_us,
             preprocess_instances=args.preprocess_instances,
             encoder_instances=args.encoder_instances,
         ),
+        device=args.device,
+        fast_jpeg=args.fast_jpeg,
     )
     export_model(request)
     return 0

@@ -18,3 +18,6 @@ TEXT_SUFFIX = "_text"
 
 # Ensemble parameters that describe the model to clients (`mmembed.dimension` etc.).
 PARAM_PREFIX = "mmembed."
+
+# Runtime torch: the folder inside an encoder's version folder that holds its tower (config + weights).
+TOWER_FOLDER = "tower"

@@ -46,6 +46,9 @@ class ImageSettings:
     image_std: tuple[float, float, float] | None
     max_image_bytes: int = 50 * 1024 * 1024
     max_image_pixels: int = 64 * 1024 * 1024
+    # Decode large JPEGs at 1/2, 1/4 or 1/8 scale (libjpeg DCT scaling) while still at least the target
+    # size: several times faster for photos, a slightly different resize than the processor's.
+    fast_jpeg: bool = False
 
     def to_json(self) -> str:
         return json.dumps({"image": asdict(self)}, indent=2)
@@ -96,6 +99,9 @@ def decode_image(data: bytes, settings: ImageSettings) -> Image.Image:
                 f"{settings.max_image_pixels}"
             )
         image.seek(0)
+        if settings.fast_jpeg:
+            side = max(settings.width, settings.height)  # either side may end up vertical after EXIF
+            image.draft(None, (side, side))
         image.load()
         return _to_rgb(ImageOps.exif_transpose(image))
     except InvalidInputError:

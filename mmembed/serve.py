@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from dataclasses import dataclass
@@ -89,12 +90,17 @@ def _stub_environment(install: TritonInstall) -> dict[str, str]:
 
     The stub finds its Python installation by looking for `python3` on PATH (it ignores PYTHONPATH), so
     this interpreter's bin folder goes first: a virtual environment, editable installs included, then
-    works inside the stub as it does here.
+    works inside the stub as it does here. The stub links libpython dynamically; where this interpreter
+    has its own shared libpython (pyenv, conda), that one goes first, or the stub could load a system
+    libpython of another patch release whose C API the standard library's extension modules reject
+    (seen: `_ssl` failing with "undefined symbol: _PyModule_Add").
     """
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join(filter(None, [str(Path(sys.executable).parent), env.get("PATH")]))
-    if install.library_dir is not None:
-        env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(install.library_dir), env.get("LD_LIBRARY_PATH")]))
+    libraries = [str(install.library_dir)] if install.library_dir is not None else []
+    if sysconfig.get_config_var("Py_ENABLE_SHARED"):
+        libraries.insert(0, str(sysconfig.get_config_var("LIBDIR")))
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [*libraries, env.get("LD_LIBRARY_PATH")]))
     return env
 
 

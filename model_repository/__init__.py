@@ -12,4 +12,5 @@ SOURCES = Path(__file__).parent
 IMAGE_PREPROCESS = SOURCES / "image_preprocess.py"
 TEXT_PREPROCESS = SOURCES / "text_preprocess.py"
 ONNX_ENCODER = SOURCES / "onnx_encoder.py"
+TORCH_ENCODER = SOURCES / "torch_encoder.py"
 L2_NORMALIZE = SOURCES / "l2_normalize.py"

@@ -1,4 +1,7 @@
-"""Triton Python model: scale each embedding to unit L2 norm, so cosine similarity is a dot product."""
+"""Triton Python model: scale each embedding to unit L2 norm, so cosine similarity is a dot product.
+
+Embeddings a GPU encoder left on the GPU are normalised there (torch, through DLPack); CPU ones in numpy.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from mmembed.contract import EMBEDDING_OUTPUT, RAW_EMBEDDING
-from mmembed.triton_glue import input_array, respond
+from mmembed.triton_glue import respond
 
 
 def l2_normalize(embeddings: np.ndarray) -> np.ndarray:
@@ -22,4 +25,12 @@ class TritonPythonModel:
         return [respond(request, self._normalize) for request in requests]
 
     def _normalize(self, request: Any) -> list[Any]:
-        return [pb_utils.Tensor(EMBEDDING_OUTPUT, l2_normalize(input_array(request, RAW_EMBEDDING)))]
+        tensor = pb_utils.get_input_tensor_by_name(request, RAW_EMBEDDING)
+        if tensor.is_cpu():
+            return [pb_utils.Tensor(EMBEDDING_OUTPUT, l2_normalize(tensor.as_numpy()))]
+        import torch
+        from torch.utils.dlpack import from_dlpack
+
+        embeddings = from_dlpack(tensor.to_dlpack()).float()
+        normalised = torch.nn.functional.normalize(embeddings, dim=-1, eps=1e-12).contiguous()
+        return [pb_utils.Tensor.from_dlpack(EMBEDDING_OUTPUT, normalised.__dlpack__())]

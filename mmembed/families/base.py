@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -26,9 +26,18 @@ class Towers:
     vocab_size: int
 
 
+Modality = Literal["image", "text"]
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelFamily:
-    """One model family: how to make, read and split a checkpoint in Hugging Face layout."""
+    """One model family: how to make, read and split a checkpoint in Hugging Face layout.
+
+    `save_tower` writes one tower alone (its config and weights) into a folder that `load_tower` reads:
+    the torch runtime serves from such folders, so a model repository needs no copy of the whole checkpoint.
+    `fp8_scope` matches the qualified names of the Linear layers that may run in fp8 (the transformer
+    blocks); everything else (patch embedding, norms, pooling heads) stays in the higher precision.
+    """
 
     name: str
     sizes: tuple[str, ...]
@@ -36,6 +45,27 @@ class ModelFamily:
     image_settings: Callable[[Path], ImageSettings]
     text_settings: Callable[[Path], TextSettings]
     load_towers: Callable[[Path], Towers]
+    save_tower: Callable[[Towers, Modality, Path], None]
+    load_tower: Callable[[Path, Modality], torch.nn.Module]
+    fp8_scope: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class TowerSpec:
+    """The contract of one tower: tensor names and the per-item input shape."""
+
+    input_name: str
+    input_dtype: torch.dtype
+    item_shape: tuple[int, ...]  # input shape without the batch axis
+    output_name: str
+    high: int = 0  # exclusive upper bound of integer inputs (token ids); unused for float inputs
+
+    def random_input(self, batch: int, seed: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(seed)
+        shape = (batch, *self.item_shape)
+        if self.input_dtype.is_floating_point:
+            return torch.rand(shape, generator=generator, dtype=self.input_dtype) * 2 - 1
+        return torch.randint(0, self.high, shape, generator=generator, dtype=self.input_dtype)
 
 
 class CheckpointError(ValueError):

@@ -15,6 +15,7 @@ import torch
 
 from mmembed.families.base import (
     CheckpointError,
+    Modality,
     ModelFamily,
     Towers,
     image_processor_config,
@@ -292,6 +293,53 @@ def text_settings(checkpoint: Path) -> TextSettings:
     return TextSettings(max_length=max_length, pad_token_id=pad_id, lowercase=True)
 
 
+def _quiet() -> None:
+    """No weight-loading progress bars: one per tower load would flood logs and test output."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+
+
+class _PooledOutput(torch.nn.Module):
+    """A SiglipVisionModel or SiglipTextModel as a plain tensor -> embedding module."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        output: torch.Tensor = self.model(inputs).pooler_output
+        return output
+
+
+# Each tower's weights keep the key prefix they have in SiglipModel, which is also the prefix of
+# SiglipVisionModel / SiglipTextModel, so a tower folder loads with plain `from_pretrained`.
+_TOWER_PREFIX: dict[str, str] = {"image": "vision_model.", "text": "text_model."}
+
+
+def save_tower(towers: Towers, modality: Modality, out: Path) -> None:
+    """Write one of TOWERS (from `load_towers`) into OUT: config.json + model.safetensors, fp32."""
+    from safetensors.torch import save_file
+
+    model: Any = towers.vision.model  # the SiglipModel that both towers wrap
+    prefix = _TOWER_PREFIX[modality]
+    weights = {k: v.contiguous() for k, v in model.state_dict().items() if k.startswith(prefix)}
+    out.mkdir(parents=True, exist_ok=True)
+    config: Any = model.config.vision_config if modality == "image" else model.config.text_config
+    config.save_pretrained(out)
+    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
+
+
+def load_tower(folder: Path, modality: Modality) -> torch.nn.Module:
+    """A tower folder written by `save_tower`, in fp32 eval mode with SDPA attention."""
+    from transformers import SiglipTextModel, SiglipVisionModel
+
+    _quiet()
+    model_class = SiglipVisionModel if modality == "image" else SiglipTextModel
+    model = model_class.from_pretrained(folder, attn_implementation="sdpa", dtype=torch.float32)
+    return _PooledOutput(model).eval()
+
+
 class _VisionTower(torch.nn.Module):
     def __init__(self, model: Any) -> None:
         super().__init__()
@@ -316,6 +364,7 @@ def load_towers(checkpoint: Path) -> Towers:
     """The checkpoint's towers in fp32 eval mode, with SDPA attention (exports as plain ONNX ops)."""
     from transformers import SiglipModel
 
+    _quiet()
     model = SiglipModel.from_pretrained(checkpoint, attn_implementation="sdpa", dtype=torch.float32).eval()
     return Towers(
         vision=_VisionTower(model).eval(),
@@ -332,4 +381,7 @@ FAMILY = ModelFamily(
     image_settings=image_settings,
     text_settings=text_settings,
     load_towers=load_towers,
+    save_tower=save_tower,
+    load_tower=load_tower,
+    fp8_scope=r"\.encoder\.layers\.\d+\.",
 )

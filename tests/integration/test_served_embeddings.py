@@ -5,66 +5,45 @@ from __future__ import annotations
 import asyncio
 import io
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from conftest import MODEL, encode, photo
+from conftest import MODEL, TORCH_MODEL, encode, photo, reference_images, reference_texts
 from mmembed.client import AsyncEmbeddingClient, EmbeddingClient
-from mmembed.export.onnx_graph import row_cosines
 from PIL import Image
-from transformers import AutoProcessor, SiglipModel
+from transformers import SiglipModel
 
+from mmembed.numeric_gate import MIN_COSINE, row_cosines
 from mmembed.serve import TritonServer
 
 MIN_COSINE_FP32 = 0.9999
+# Every served model of the test repository, with the parity its precision promises (numeric_gate.MIN_COSINE).
+PARITY = [(MODEL, MIN_COSINE_FP32), (TORCH_MODEL, MIN_COSINE["bf16"])]
 
 
-@pytest.fixture(scope="module")
-def reference(checkpoint: Path) -> tuple[SiglipModel, object]:
-    return SiglipModel.from_pretrained(checkpoint).eval(), AutoProcessor.from_pretrained(checkpoint)
-
-
-def reference_images(reference: tuple[SiglipModel, object], images: list[Image.Image]) -> np.ndarray:
-    model, processor = reference
-    pixels = processor(images=images, return_tensors="pt")["pixel_values"]  # type: ignore[operator]
-    with torch.no_grad():
-        features = model.get_image_features(pixel_values=pixels).pooler_output
-    return torch.nn.functional.normalize(features, dim=-1).numpy()
-
-
-def reference_texts(reference: tuple[SiglipModel, object], texts: list[str]) -> np.ndarray:
-    model, processor = reference
-    ids = processor(  # type: ignore[operator]
-        text=[t.lower() for t in texts],
-        padding="max_length",
-        max_length=64,
-        truncation=True,
-        return_tensors="pt",
-    )["input_ids"]
-    with torch.no_grad():
-        features = model.get_text_features(input_ids=ids).pooler_output
-    return torch.nn.functional.normalize(features, dim=-1).numpy()
-
-
-def test_image_embeddings_match_transformers(client: EmbeddingClient, reference: tuple[SiglipModel, object]) -> None:
+@pytest.mark.parametrize(("model", "min_cosine"), PARITY)
+def test_image_embeddings_match_transformers(
+    client: EmbeddingClient, reference: tuple[SiglipModel, object], model: str, min_cosine: float
+) -> None:
     images = [photo(160, 120, seed=1), photo(50, 300, seed=2), photo(64, 64, seed=3)]
-    served = client.embed_images(MODEL, [encode(image, "PNG") for image in images])
+    served = client.embed_images(model, [encode(image, "PNG") for image in images])
     expected = reference_images(reference, images)
     cosines = row_cosines(served, expected)
-    print(f"image parity: min cosine {cosines.min():.8f}, max abs error {np.abs(served - expected).max():.3g}")
+    print(f"{model} image parity: min cosine {cosines.min():.8f}, max abs error {np.abs(served - expected).max():.3g}")
     assert served.dtype == np.float32 and served.shape == (3, 64)
-    assert cosines.min() >= MIN_COSINE_FP32
+    assert cosines.min() >= min_cosine
 
 
-def test_text_embeddings_match_transformers(client: EmbeddingClient, reference: tuple[SiglipModel, object]) -> None:
+@pytest.mark.parametrize(("model", "min_cosine"), PARITY)
+def test_text_embeddings_match_transformers(
+    client: EmbeddingClient, reference: tuple[SiglipModel, object], model: str, min_cosine: float
+) -> None:
     texts = ["A photo of a cat", "two dogs on the beach", "", "word " * 200, "日本語のテキスト 🙂"]
-    served = client.embed_texts(MODEL, texts)
+    served = client.embed_texts(model, texts)
     expected = reference_texts(reference, texts)
     cosines = row_cosines(served, expected)
-    print(f"text parity: min cosine {cosines.min():.8f}, max abs error {np.abs(served - expected).max():.3g}")
-    assert cosines.min() >= MIN_COSINE_FP32
+    print(f"{model} text parity: min cosine {cosines.min():.8f}, max abs error {np.abs(served - expected).max():.3g}")
+    assert cosines.min() >= min_cosine
 
 
 def test_embeddings_have_unit_norm(client: EmbeddingClient) -> None:
@@ -106,11 +85,11 @@ def test_async_client_matches_sync(server: TritonServer, client: EmbeddingClient
     vectors, texts, names = asyncio.run(run())
     np.testing.assert_allclose(vectors, client.embed_images(MODEL, images), atol=1e-5)
     np.testing.assert_allclose(texts, client.embed_texts(MODEL, ["a cat", "a dog"]), atol=1e-5)
-    assert names == [MODEL]
+    assert names == [MODEL, TORCH_MODEL]
 
 
 def test_list_models(client: EmbeddingClient) -> None:
-    (info,) = client.list_models()
+    info, _ = client.list_models()  # sorted by name; the torch model is checked in test_torch_runtime
     assert (info.name, info.family, info.dimension, info.modalities) == (
         MODEL,
         "siglip2",
@@ -118,6 +97,7 @@ def test_list_models(client: EmbeddingClient) -> None:
         ("image", "text"),
     )
     assert info.image_size == (64, 64) and info.max_text_length == 64
+    assert (info.runtime, info.precision) == ("onnxruntime-cpu", "fp32")
 
 
 def _formats() -> dict[str, tuple[bytes, Image.Image]]:

@@ -6,11 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from mmembed.export.onnx_graph import ExportValidationError, TowerSpec, check_parity, export_tower
+from mmembed.export.onnx_graph import check_parity, export_tower
 from transformers import AutoModel, AutoProcessor, SiglipConfig, SiglipModel
 
 from mmembed.families import get_family
+from mmembed.families.base import TowerSpec
 from mmembed.families.siglip2 import SIZES
+from mmembed.numeric_gate import PrecisionGateError
 
 
 def test_checkpoint_loads_with_auto_classes(checkpoint: Path) -> None:
@@ -36,10 +38,10 @@ def test_parity_gate_refuses_a_graph_that_differs(checkpoint: Path, tmp_path: Pa
         input_name="pixel_values", input_dtype=torch.float32, item_shape=(3, 64, 64), output_name="embedding"
     )
     graph = export_tower(towers.vision, spec, tmp_path)
-    report = check_parity(towers.vision, spec, graph, name="vision", min_cosine=0.9999)
+    report = check_parity(towers.vision, spec, graph, name="vision")
     assert report.min_cosine >= 0.9999 and report.max_abs_error < 1e-4
     with torch.no_grad():  # now the PyTorch tower no longer matches the exported graph
         towers.vision.model.vision_model.post_layernorm.weight.mul_(-1.0)
         towers.vision.model.vision_model.head.mlp.fc2.bias.add_(3.0)
-    with pytest.raises(ExportValidationError, match=r"under the required 0\.9999"):
-        check_parity(towers.vision, spec, graph, name="vision", min_cosine=0.9999)
+    with pytest.raises(PrecisionGateError, match=r"vision fp32: .* \(gate 0\.9999\): under the gate"):
+        check_parity(towers.vision, spec, graph, name="vision")

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TORCH_MODEL
 from mmembed.export import BatchingOptions, ExportError, ExportRequest, Precision, Runtime, export_model
-from mmembed.export.onnx_graph import TowerSpec
 from mmembed.export.tensorrt_engine import optimization_profile
 from mmembed.export.triton_config import TensorSpec, encoder_config, parse_pbtxt, to_pbtxt
 from tritonclient.grpc import model_config_pb2 as pb
 
 from mmembed.families import get_family
+from mmembed.families.base import TowerSpec
 
 
 def configs(repository: Path) -> dict[str, pb.ModelConfig]:
@@ -22,7 +23,7 @@ def configs(repository: Path) -> dict[str, pb.ModelConfig]:
 
 
 def test_repository_layout(repository: Path) -> None:
-    found = configs(repository)
+    found = {name: config for name, config in configs(repository).items() if not name.startswith(TORCH_MODEL)}
     assert sorted(found) == [
         "siglip2_image",
         "siglip2_image_preprocess",
@@ -32,9 +33,10 @@ def test_repository_layout(repository: Path) -> None:
         "siglip2_text_preprocess",
         "siglip2_vision_encoder",
     ]
+    text_chain = {"siglip2_text", "siglip2_text_preprocess", "siglip2_text_encoder", "siglip2_l2_normalize"}
     for name, config in found.items():
         assert config.name == name
-        assert config.max_batch_size == 64
+        assert config.max_batch_size == (256 if name in text_chain else 64)
         if config.platform == "ensemble":
             continue
         assert config.dynamic_batching.max_queue_delay_microseconds == 2000
@@ -44,6 +46,20 @@ def test_repository_layout(repository: Path) -> None:
         assert (repository / encoder / "1" / "model.onnx").is_file()
         assert (repository / encoder / "1" / "model.onnx.data").is_file()
     assert (repository / "siglip2_text_preprocess" / "1" / "tokenizer.json").is_file()
+
+
+def test_torch_runtime_layout(repository: Path) -> None:
+    """Each encoder holds its own tower (config + fp32 weights) and the torch model source; no ONNX."""
+    found = configs(repository)
+    for encoder in (f"{TORCH_MODEL}_vision_encoder", f"{TORCH_MODEL}_text_encoder"):
+        version = repository / encoder / "1"
+        assert {p.name for p in (version / "tower").iterdir()} == {"config.json", "model.safetensors"}
+        assert (version / "model.py").is_file() and not (version / "model.onnx").exists()
+        assert found[encoder].parameters["precision"].string_value == "bf16"
+        assert found[encoder].parameters["device"].string_value == "cpu"
+        assert found[encoder].instance_group[0].kind == pb.ModelInstanceGroup.KIND_CPU
+    report = json.loads((repository / f"{TORCH_MODEL}_image" / "export_report.json").read_text())
+    assert [row["precision"] for row in report["parity"]] == ["fp32", "bf16", "fp32", "bf16"]
 
 
 def test_ensembles_chain_preprocess_encoder_normalize(repository: Path) -> None:
@@ -74,17 +90,29 @@ def test_export_report_records_parity(repository: Path) -> None:
         (Runtime.ONNXRUNTIME, Precision.FP32, "onnxruntime_onnx", pb.ModelInstanceGroup.KIND_GPU),
         (Runtime.TENSORRT, Precision.FP32, "tensorrt_plan", pb.ModelInstanceGroup.KIND_GPU),
         (Runtime.ONNXRUNTIME_CPU, Precision.FP32, "", pb.ModelInstanceGroup.KIND_CPU),
+        (Runtime.TORCH, Precision.BF16, "", pb.ModelInstanceGroup.KIND_GPU),
     ],
 )
 def test_encoder_configs_per_runtime(runtime: Runtime, precision: Precision, platform: str, kind: int) -> None:
     pixels = TensorSpec(name="pixel_values", data_type=pb.TYPE_FP32, dims=(3, 64, 64))
     raw = TensorSpec(name="embedding", data_type=pb.TYPE_FP32, dims=(64,))
-    config = parse_pbtxt(
-        to_pbtxt(encoder_config("m", pixels, raw, BatchingOptions(), runtime=runtime, precision=precision))
+    config = encoder_config(
+        "m",
+        pixels,
+        raw,
+        BatchingOptions(),
+        runtime=runtime,
+        precision=precision,
+        torch_parameters={"family": "siglip2", "modality": "image", "device": "cuda"},
     )
+    config = parse_pbtxt(to_pbtxt(config))
     assert config.platform == platform
     assert config.instance_group[0].kind == kind
     assert list(config.input[0].dims) == [3, 64, 64]
+    if runtime is Runtime.TORCH:  # GPU tensors from the previous step stay on the GPU
+        assert config.backend == "python"
+        assert config.parameters["FORCE_CPU_ONLY_INPUT_TENSORS"].string_value == "no"
+        assert config.parameters["precision"].string_value == "bf16"
 
 
 def test_onnxruntime_fp16_uses_the_tensorrt_accelerator_with_profiles() -> None:
