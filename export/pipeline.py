@@ -173,13 +173,13 @@ def _torch_tower(
     family = request.family
     family.save_tower(towers, modality, folder)
     name = folder.parent.parent.name
-    loaded = family.load_tower(folder, modality)
-    inputs = torch.cat([spec.random_input(4, seed=4321), real_inputs])
+    device = "cuda" if request.device == "cuda" and torch.cuda.is_available() else "cpu"  # so400m: 8 TFLOP here
+    loaded = family.load_tower(folder, modality).to(device)
+    inputs = torch.cat([spec.random_input(4, seed=4321), real_inputs]).to(device)
     with torch.inference_mode():
-        expected, actual = tower(inputs).numpy(), loaded(inputs).numpy()
+        expected, actual = tower.to(device)(inputs).cpu().numpy(), loaded(inputs).cpu().numpy()
     reports = [gate(f"{name} (tower folder)", "fp32", actual, expected)]
     if request.precision is not Precision.FP32:
-        device = "cuda" if request.device == "cuda" and torch.cuda.is_available() else "cpu"
         options = EncoderOptions(precision=request.precision.value, device=device, cuda_graphs=False)  # graphs: at load
         encoder = build_encoder(loaded, spec, options, name=name, fp8_scope=family.fp8_scope, real_inputs=real_inputs)
         reports.append(encoder.gate_report)

@@ -76,6 +76,20 @@ def _parser() -> argparse.ArgumentParser:
     embed.add_argument("--similarity", action="store_true", help="print the image x text cosine matrix instead")
     embed.add_argument("--timeout", type=float, default=60.0, help="seconds for the whole call")
     embed.set_defaults(run=_embed)
+
+    bench = commands.add_parser("bench", help="measure served, encoder-only and transformers-baseline throughput")
+    bench.add_argument("--family", default="siglip2", choices=sorted(FAMILIES))
+    bench.add_argument("--size", default="so400m-512", help="checkpoint size to build (tiny for a CPU rehearsal)")
+    bench.add_argument("--precision", action="append", choices=["fp32", "fp16", "bf16", "fp8"], help="repeatable")
+    bench.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    bench.add_argument("--seconds", type=float, default=30.0, help="length of each served image phase")
+    bench.add_argument("--processes", type=int, default=4, help="load-generator processes")
+    bench.add_argument("--threads", type=int, default=8, help="concurrent users per process")
+    bench.add_argument("--preprocess-instances", type=int, default=8)
+    bench.add_argument("--encoder-instances", type=int, default=2)
+    bench.add_argument("--work-dir", type=Path, default=Path("mmembed-bench"), help="checkpoint + repository")
+    bench.add_argument("--report", type=Path, default=None, help="also write the full result as JSON here")
+    bench.set_defaults(run=_bench)
     return parser
 
 
@@ -169,6 +183,29 @@ def _embed(args: argparse.Namespace) -> int:
         if texts is not None:
             output["texts"] = [{"text": t, "embedding": v.tolist()} for t, v in zip(args.text, texts, strict=True)]
     print(json.dumps(output, indent=2 if args.similarity else None))
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from mmembed.bench.report import table
+    from mmembed.bench.run import BenchConfig, run_benchmark, write_json
+
+    config = BenchConfig(
+        work_dir=args.work_dir,
+        family=args.family,
+        size=args.size,
+        precisions=tuple(args.precision or ["bf16", "fp8"]),
+        device=args.device,
+        seconds=args.seconds,
+        processes=args.processes,
+        threads=args.threads,
+        preprocess_instances=args.preprocess_instances,
+        encoder_instances=args.encoder_instances,
+    )
+    result = run_benchmark(config, log=lambda line: print(line, flush=True))
+    if args.report is not None:
+        write_json(result, args.report)
+    print(table(result))
     return 0
 
 

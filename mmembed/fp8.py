@@ -1,8 +1,10 @@
 """FP8 (e4m3) Linear layers through `torch._scaled_mm`, the matmul that runs on Hopper's fp8 tensor cores.
 
-Weights are quantised once, per tensor, with the scale that maps their largest magnitude to e4m3's
-largest finite value (448). Activations are quantised per call with a scale from their own current
-maximum, so no calibration data is needed and outliers never overflow. Only the layers a family names
+Scales are per row: each output channel of a weight (quantised once) and each token of an activation
+(quantised per call, from its own current maximum) gets the scale that maps its largest magnitude to
+e4m3's largest finite value (448). So no calibration data is needed, outliers never overflow, and one
+large token (SigLIP has some) does not flatten every other token's resolution as one per-tensor scale
+would. Only the layers a family names
 (its transformer blocks' projections and MLPs) are replaced; patch embeddings, norms and pooling heads
 keep the higher precision. `torch._scaled_mm` also runs on the CPU, so the CPU gives the same numbers
 as a check, only slowly.
@@ -21,8 +23,8 @@ _ALIGNMENT = 16  # fp8 matmuls need both weight dimensions to be multiples of 16
 
 
 def _quantize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """X in e4m3 and the fp32 scale that gives X back (x ~= q * scale)."""
-    amax = x.abs().amax().float().clamp(min=1e-12)
+    """2-D X in e4m3 and the fp32 scale of each row [rows, 1] that gives X back (x ~= q * scale)."""
+    amax = x.abs().amax(dim=-1, keepdim=True).float().clamp(min=1e-12)
     scale = amax / E4M3_MAX
     q = (x.float() / scale).clamp(-E4M3_MAX, E4M3_MAX).to(E4M3)
     return q, scale
@@ -55,7 +57,7 @@ class Fp8Linear(torch.nn.Module):
         super().__init__()
         weight, scale = _quantize(linear.weight.detach())
         self.register_buffer("weight", weight)  # [out, in], row-major: its transpose is column-major
-        self.register_buffer("weight_scale", scale)
+        self.register_buffer("weight_scale", scale.t().contiguous())  # [1, out]
         bias = linear.bias.detach().to(out_dtype) if linear.bias is not None else None
         self.register_buffer("bias", bias)
         self.out_dtype = out_dtype
@@ -65,14 +67,9 @@ class Fp8Linear(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)
         q, scale = _quantize_activations(rows)
-        out = torch._scaled_mm(
-            q,
-            self.weight.t(),
-            scale_a=scale,
-            scale_b=self.weight_scale,
-            bias=self.bias,
-            out_dtype=self.out_dtype,
-        )
+        out = torch._scaled_mm(q, self.weight.t(), scale_a=scale, scale_b=self.weight_scale, out_dtype=self.out_dtype)
+        if self.bias is not None:  # added here: not every row-wise fp8 kernel takes a bias
+            out = out + self.bias
         return out.reshape(*x.shape[:-1], self.out_features)
 
 

@@ -56,3 +56,8 @@ def photo_corpus(count: int, seed: int = 0) -> list[bytes]:
             width, height = height, width
         corpus.append(synthetic_jpeg(width, height, seed=seed + index))
     return corpus
+
+
+def caption_corpus(count: int) -> list[str]:
+    """COUNT different captions (SigLIP pads every text to its full length, so length barely matters)."""
+    return [f"{CAPTIONS[index % len(CAPTIONS)]}, picture {index}" for index in range(count)]

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -38,6 +39,16 @@ class ServerSettings:
     metrics_port: int = 8002
     startup_timeout_s: float = 600.0
     log_file: Path | None = None  # default: a new mmembed-tritonserver-*.log in the temporary folder
+
+    @classmethod
+    def on_free_ports(cls, repository: Path) -> ServerSettings:
+        """Settings with three ports the OS says are free now: for tests and benchmarks beside other servers."""
+        ports = []
+        for _ in range(3):
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                ports.append(int(s.getsockname()[1]))
+        return cls(repository=repository, grpc_port=ports[0], http_port=ports[1], metrics_port=ports[2])
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -71,6 +71,7 @@ class TorchEncoder:
     options: EncoderOptions
     gate_report: GateReport
     graphs: dict[int, _Graph] = field(default_factory=dict)
+    graph_error: str = ""  # why CUDA graphs are not used, if capture failed (the encoder then runs eager)
 
     @property
     def device(self) -> torch.device:
@@ -133,7 +134,11 @@ def build_encoder(
         gate_report=gate(name, options.precision, _eager(tower, inputs, spec, options), reference),
     )
     if device.type == "cuda" and options.cuda_graphs:
-        _capture_graphs(encoder, inputs)
+        try:
+            _capture_graphs(encoder, inputs)
+        except Exception as e:  # slower, never wrong: eager execution passed the gate above
+            encoder.graphs = {}
+            encoder.graph_error = f"{type(e).__name__}: {e}"
     return encoder
 
 

@@ -9,6 +9,7 @@ the output stays on the GPU for the normalisation step.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import torch
@@ -50,12 +51,14 @@ class TritonPythonModel:
         )
         tower = family.load_tower(version_folder(args) / TOWER_FOLDER, modality)
         self.encoder = build_encoder(tower, spec, options, name=args["model_name"], fp8_scope=family.fp8_scope)
-        graphs = ", ".join(str(size) for size in self.encoder.graphs) or "none"
+        graphs = ", ".join(str(size) for size in self.encoder.graphs) or f"none {self.encoder.graph_error}"
         pb_utils.Logger.log_info(f"mmembed: gate passed: {self.encoder.gate_report.line()}; CUDA graphs: {graphs}")
+        # Troubleshooting switch: hand embeddings to the next step through host memory instead of DLPack.
+        self.host_outputs = os.environ.get("MMEMBED_HOST_TENSORS") == "1"
 
     def execute(self, requests: list[Any]) -> list[Any]:
         try:
-            batches = [self._input(request) for request in requests]
+            batches = [self._input(request).to(self.encoder.device, non_blocking=True) for request in requests]
             outputs = self.encoder(batches[0] if len(batches) == 1 else torch.cat(batches))
         except Exception as e:
             pb_utils.Logger.log_error(f"mmembed: torch encoder failed: {type(e).__name__}: {e}")
@@ -70,6 +73,6 @@ class TritonPythonModel:
         return from_dlpack(tensor.to_dlpack())
 
     def _output(self, part: torch.Tensor) -> Any:
-        if part.is_cuda:
+        if part.is_cuda and not self.host_outputs:
             return pb_utils.Tensor.from_dlpack(self.output_name, part.contiguous().__dlpack__())
-        return pb_utils.Tensor(self.output_name, part.numpy())
+        return pb_utils.Tensor(self.output_name, part.cpu().numpy())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import shutil
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -89,18 +88,9 @@ def overflowing_checkpoint(checkpoint: Path, folder: Path) -> Path:
     return folder
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="session")
 def server(repository: Path) -> Iterator[TritonServer]:
-    settings = ServerSettings(
-        repository=repository, grpc_port=free_port(), http_port=free_port(), metrics_port=free_port()
-    )
+    settings = ServerSettings.on_free_ports(repository)
     with TritonServer(settings) as running:
         yield running
 

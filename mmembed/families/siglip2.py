@@ -84,7 +84,9 @@ def make_checkpoint(size: str, out: Path) -> None:
         raise CheckpointError(f"unknown siglip2 size {size!r}; choose one of {', '.join(SIZES)}")
     spec = SIZES[size]
     torch.manual_seed(0)
-    model = SiglipModel(SiglipConfig(text_config=spec["text_config"], vision_config=spec["vision_config"]))
+    config = SiglipConfig(text_config=spec["text_config"], vision_config=spec["vision_config"])
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):  # 1.1B random values: GPU is quicker
+        model = SiglipModel(config)
     image_processor = SiglipImageProcessor(
         size={"height": spec["image_size"], "width": spec["image_size"]},
         resample=spec["resample"],
@@ -323,7 +325,7 @@ def save_tower(towers: Towers, modality: Modality, out: Path) -> None:
 
     model: Any = towers.vision.model  # the SiglipModel that both towers wrap
     prefix = _TOWER_PREFIX[modality]
-    weights = {k: v.contiguous() for k, v in model.state_dict().items() if k.startswith(prefix)}
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k.startswith(prefix)}
     out.mkdir(parents=True, exist_ok=True)
     config: Any = model.config.vision_config if modality == "image" else model.config.text_config
     config.save_pretrained(out)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import MODEL, encode, free_port, photo
+from conftest import MODEL, encode, photo
 
 from mmembed.serve import ServeError, ServerSettings, TritonServer
 
@@ -56,7 +56,7 @@ def test_serve_names_the_model_that_failed_to_load(repository: Path, tmp_path: P
     broken = tmp_path / "repository"
     subprocess.run(["cp", "-r", str(repository), str(broken)], check=True)
     (broken / f"{MODEL}_vision_encoder" / "1" / "model.onnx").write_bytes(b"not a graph")
-    settings = ServerSettings(repository=broken, grpc_port=free_port(), http_port=free_port(), metrics_port=free_port())
+    settings = ServerSettings.on_free_ports(broken)
     with pytest.raises(ServeError) as error:
         TritonServer(settings).start()
     assert f"'{MODEL}_vision_encoder'" in str(error.value)

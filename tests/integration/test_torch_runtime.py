@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import TORCH_MODEL, free_port, overflowing_checkpoint
+from conftest import TORCH_MODEL, overflowing_checkpoint
 from mmembed.client import EmbeddingClient
 from mmembed.export import ExportRequest, Runtime, export_model
 from mmembed.export.triton_config import parse_pbtxt, to_pbtxt
@@ -37,8 +37,6 @@ def test_a_model_that_fails_the_gate_at_load_is_not_served(checkpoint: Path, tmp
     config = parse_pbtxt(config_path.read_text())
     config.parameters["precision"].string_value = "fp16"
     config_path.write_text(to_pbtxt(config))
-    settings = ServerSettings(
-        repository=repository, grpc_port=free_port(), http_port=free_port(), metrics_port=free_port()
-    )
+    settings = ServerSettings.on_free_ports(repository)
     with pytest.raises(ServeError, match=r"overflow_vision_encoder(.|\n)*fp16: \d+ of \d+ outputs hold NaN or Inf"):
         TritonServer(settings).start()

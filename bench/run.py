@@ -1,0 +1,307 @@
+"""Run every measurement of `mmembed bench` in order and print one table.
+
+Order matters: the in-process measurements (matmul ceilings, encoder alone, the transformers baseline)
+run first and give the GPU back before tritonserver starts, so each number has the card to itself.
+A step that fails is recorded in the result and the run goes on: a precision refused by its gate, say,
+still leaves every other number of a run that may have been expensive to get.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import platform
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from mmembed.bench.baseline import baseline_rates
+from mmembed.bench.encoder import encoder_rate, kernel_breakdown
+from mmembed.bench.gpu import GpuSampler, flops_per_item, matmul_tflops
+from mmembed.bench.load import LoadPlan, run_load
+from mmembed.bench.preprocess import preprocess_rate
+from mmembed.bench.smoke import served_parity
+from mmembed.export import BatchingOptions, ExportRequest, Precision, Runtime, export_model
+
+from mmembed.contract import TOWER_FOLDER
+from mmembed.families import get_family
+from mmembed.families.base import TowerSpec
+from mmembed.numeric_gate import row_cosines
+from mmembed.preprocessing import ImageSettings, decode_image, preprocess_image
+from mmembed.sample_images import caption_corpus, photo_corpus
+from mmembed.serve import ServerSettings, TritonServer
+from mmembed.torch_encoder import EncoderOptions, build_encoder
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchConfig:
+    work_dir: Path
+    family: str = "siglip2"
+    size: str = "so400m-512"
+    precisions: tuple[str, ...] = ("bf16", "fp8")
+    device: str = "cuda"
+    seconds: float = 30.0  # per served image phase; text phases and the baseline run half as long
+    processes: int = 4  # load-generator processes
+    threads: int = 8  # users per process
+    image_batch: int = 16  # images per request
+    text_batch: int = 64  # texts per request
+    preprocess_instances: int = 8
+    encoder_instances: int = 2
+    max_batch_size: int = 64
+    text_max_batch_size: int = 256
+    corpus_size: int = 40
+
+
+@dataclass(kw_only=True)
+class BenchResult:
+    machine: str
+    date: str
+    config: dict[str, Any]
+    ceilings_tflops: dict[str, float] = field(default_factory=dict)
+    flops_per_image: float = 0.0
+    flops_per_text: float = 0.0
+    encoder: dict[str, dict[str, float]] = field(default_factory=dict)
+    kernel_shares: dict[str, float] = field(default_factory=dict)
+    fast_jpeg_min_cosine: float = float("nan")
+    baseline: dict[str, Any] = field(default_factory=dict)
+    preprocess: dict[str, float] = field(default_factory=dict)
+    served: dict[str, dict[str, Any]] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    smoke_parity: dict[str, float] = field(default_factory=dict)
+    host_tensors: bool = False  # set when GPU tensors between steps failed and the run fell back
+    errors: dict[str, str] = field(default_factory=dict)
+    server_logs: dict[str, str] = field(default_factory=dict)
+
+
+def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print) -> BenchResult:
+    family = get_family(config.family)
+    cuda = config.device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda, but torch sees no GPU here; use --device cpu for a rehearsal")
+    result = BenchResult(
+        machine=_machine(cuda), date=date.today().isoformat(), config={k: str(v) for k, v in asdict(config).items()}
+    )
+    clock = _Clock(result, log)
+    with clock("smoke test (tiny, served vs transformers)"):
+        _smoke(config, result, log)
+    checkpoint = config.work_dir / f"checkpoint-{config.family}-{config.size}"
+    if not (checkpoint / "config.json").is_file():
+        with clock("checkpoint"):
+            family.make_checkpoint(config.size, checkpoint)
+    precisions = []
+    for precision in config.precisions:
+        with clock(f"export {precision}"):
+            export_model(_export_request(config, checkpoint, _repository(config, precision), precision), log=log)
+            precisions.append(precision)
+    config = replace(config, precisions=tuple(precisions))
+    jpegs, texts = photo_corpus(config.corpus_size), caption_corpus(1024)
+    image_settings = family.image_settings(checkpoint)
+    if cuda:
+        with clock("matmul ceilings"):
+            result.ceilings_tflops = matmul_tflops()
+    for precision in config.precisions:
+        with clock(f"encoder alone {precision}"):
+            _encoder_alone(config, precision, jpegs, image_settings, result)
+    with clock("transformers baseline"):
+        result.baseline = asdict(
+            baseline_rates(checkpoint, jpegs, texts, device=config.device, seconds=config.seconds / 2)
+        )
+    with clock("preprocessing alone"):
+        for fast in (False, True):
+            settings = replace(image_settings, fast_jpeg=fast)
+            rate = preprocess_rate(jpegs, settings, config.preprocess_instances, seconds=5)
+            result.preprocess["fast_jpeg" if fast else "exact"] = rate
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
+    for precision in config.precisions:
+        with clock(f"served {precision}"):
+            _served(config, precision, jpegs, texts, result, log)
+    return result
+
+
+def _smoke(config: BenchConfig, result: BenchResult, log: Callable[[str], None]) -> None:
+    """Served parity on the tiny checkpoint; if GPU tensors between steps fail, retry through the host."""
+    try:
+        result.smoke_parity = served_parity(config.work_dir, config.device, config.precisions)
+    except Exception as e:
+        if config.device != "cuda":
+            raise
+        log(f"smoke test failed with GPU tensors between steps ({type(e).__name__}: {e}); retrying through host")
+        result.errors["smoke test with GPU tensors"] = f"{type(e).__name__}: {e}"
+        os.environ["MMEMBED_HOST_TENSORS"] = "1"  # inherited by every tritonserver started from now on
+        result.host_tensors = True
+        result.smoke_parity = served_parity(config.work_dir, config.device, config.precisions)
+    log(f"smoke parity: {result.smoke_parity}")
+
+
+def _repository(config: BenchConfig, precision: str) -> Path:
+    """One repository (and one server) per precision: a model refused at load stops only its own run."""
+    return config.work_dir / f"repository-{precision}"
+
+
+def _export_request(config: BenchConfig, checkpoint: Path, repository: Path, precision: str) -> ExportRequest:
+    return ExportRequest(
+        family=get_family(config.family),
+        checkpoint=checkpoint,
+        repository=repository,
+        name=f"{config.family}_{precision}",
+        runtime=Runtime.TORCH,
+        precision=Precision(precision),
+        device=config.device,
+        fast_jpeg=True,
+        batching=BatchingOptions(
+            max_batch_size=config.max_batch_size,
+            text_max_batch_size=config.text_max_batch_size,
+            preprocess_instances=config.preprocess_instances,
+            encoder_instances=config.encoder_instances,
+        ),
+    )
+
+
+def _encoder_alone(
+    config: BenchConfig, precision: str, jpegs: list[bytes], image_settings: ImageSettings, result: BenchResult
+) -> None:
+    family = get_family(config.family)
+    repository = _repository(config, precision)
+    name = f"{config.family}_{precision}"
+    rates: dict[str, float] = {}
+    result.encoder[precision] = rates
+    for modality, batch in (("image", config.max_batch_size), ("text", config.text_max_batch_size)):
+        model = f"{name}_{'vision' if modality == 'image' else 'text'}_encoder"
+        folder = repository / model / "1" / TOWER_FOLDER
+        spec = _spec(repository / model / "config.pbtxt", modality)
+        tower = family.load_tower(folder, modality)  # type: ignore[arg-type]
+        options = EncoderOptions(precision=precision, device=config.device, max_batch_size=batch)
+        encoder = build_encoder(tower, spec, options, name=model, fp8_scope=family.fp8_scope)
+        rates[modality] = encoder_rate(encoder, batch, seconds=config.seconds / 3).items_per_s
+        rates[f"{modality}_min_cosine_vs_fp32"] = encoder.gate_report.min_cosine
+        if encoder.graph_error:
+            result.errors[f"CUDA graphs {model}"] = encoder.graph_error
+        if precision == config.precisions[0]:
+            flops = flops_per_item(
+                encoder.tower, spec.random_input(1, seed=0).to(options.device).to(encoder.input_dtype)
+            )
+            setattr(result, "flops_per_image" if modality == "image" else "flops_per_text", flops)
+            if modality == "image":
+                result.fast_jpeg_min_cosine = _fast_jpeg_parity(encoder, jpegs, image_settings)
+                if config.device == "cuda":
+                    result.kernel_shares = kernel_breakdown(encoder, batch=32)
+        del encoder, tower
+        gc.collect()
+        if config.device == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _spec(config_path: Path, modality: str) -> TowerSpec:
+    from mmembed.export.triton_config import parse_pbtxt
+
+    model_config = parse_pbtxt(config_path.read_text())
+    (model_input,) = model_config.input
+    return TowerSpec(
+        input_name=model_input.name,
+        input_dtype=torch.float32 if modality == "image" else torch.int64,
+        item_shape=tuple(model_input.dims),
+        output_name=model_config.output[0].name,
+        high=int(model_config.parameters["vocab_size"].string_value or 0),
+    )
+
+
+def _fast_jpeg_parity(encoder: Any, jpegs: list[bytes], settings: ImageSettings) -> float:
+    """Min cosine between embeddings of fast-JPEG and exact preprocessing of the same photos."""
+    embeddings = []
+    for fast in (False, True):
+        current = replace(settings, fast_jpeg=fast)
+        pixels = np.stack([preprocess_image(decode_image(data, current), current) for data in jpegs[:16]])
+        embeddings.append(encoder(torch.from_numpy(pixels)).cpu().numpy())
+    return float(row_cosines(embeddings[1], embeddings[0]).min())
+
+
+def _served(
+    config: BenchConfig,
+    precision: str,
+    jpegs: list[bytes],
+    texts: list[str],
+    result: BenchResult,
+    log: Callable[[str], None],
+) -> None:
+    repository = _repository(config, precision)
+    settings = ServerSettings.on_free_ports(repository)
+    log(f"starting tritonserver on {repository} ...")
+    started = time.monotonic()
+    server = TritonServer(settings)
+    try:
+        server.start()
+    finally:
+        result.server_logs[precision] = str(server.log_file)
+    with server:
+        result.timings_s[f"tritonserver start {precision} (load, gate, CUDA graphs)"] = time.monotonic() - started
+        model = f"{config.family}_{precision}"
+        phases = (
+            ("image", config.image_batch, jpegs, config.seconds),
+            ("text", config.text_batch, texts, config.seconds / 2),
+        )
+        for modality, batch, corpus, seconds in phases:
+            plan = LoadPlan(
+                url=server.grpc_url,
+                model=model,
+                modality=modality,
+                batch=batch,
+                processes=config.processes,
+                threads=config.threads,
+                warmup_s=3.0,
+                seconds=seconds,
+            )
+            with GpuSampler() as sampler:
+                load = run_load(plan, corpus)
+            row = {**asdict(load), "gpu_util": sampler.mean}
+            result.served[f"{precision} {modality}"] = row
+            log(f"served {model} {modality}: {load.items_per_s:.1f}/s, p50 {load.p50_ms:.0f} ms, {load.failures}")
+
+
+def _machine(cuda: bool) -> str:
+    cpus = os.cpu_count()
+    if cuda:
+        return f"{torch.cuda.get_device_name(0)}, {cpus} CPU cores, torch {torch.__version__}"
+    return f"CPU only ({platform.processor() or platform.machine()}), {cpus} cores, torch {torch.__version__}"
+
+
+class _Clock:
+    """`with clock("step"):` logs the step and records how long it took."""
+
+    def __init__(self, result: BenchResult, log: Callable[[str], None]) -> None:
+        self.result, self.log = result, log
+
+    def __call__(self, step: str) -> _Step:
+        return _Step(self, step)
+
+
+class _Step:
+    def __init__(self, clock: _Clock, step: str) -> None:
+        self.clock, self.step = clock, step
+
+    def __enter__(self) -> None:
+        self.clock.log(f"== {self.step}")
+        self.started = time.monotonic()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        elapsed = time.monotonic() - self.started
+        self.clock.result.timings_s[self.step] = elapsed
+        if exc is not None and isinstance(exc, Exception):  # recorded, and the run goes on
+            self.clock.result.errors[self.step] = f"{type(exc).__name__}: {exc}"
+            self.clock.log(f"   {self.step} FAILED after {elapsed:.1f} s: {type(exc).__name__}: {exc}")
+            self.clock.log("".join(traceback.format_exception(exc)[-3:]))
+            return True
+        self.clock.log(f"   {self.step}: {elapsed:.1f} s")
+        return False
+
+
+def write_json(result: BenchResult, path: Path) -> None:
+    path.write_text(json.dumps(asdict(result), indent=2, default=str))
