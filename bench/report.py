@@ -37,7 +37,7 @@ def table(result: BenchResult) -> str:
         "| GPU util | image MFU | images/s vs baseline |",
         "| --- | --- | ---: | ---: | --- | --- | ---: | --- | ---: |",
     ]
-    for precision in result.encoder:
+    for precision in dict.fromkeys([key.split()[0] for key in result.served] + list(result.encoder)):
         image = result.served.get(f"{precision} image")
         text = result.served.get(f"{precision} text")
         images_per_s = float(image["items_per_s"]) if image else None

@@ -57,6 +57,7 @@ class BenchConfig:
     max_batch_size: int = 64
     text_max_batch_size: int = 256
     corpus_size: int = 40
+    skip: tuple[str, ...] = ()  # steps to leave out: smoke, encoder, baseline, preprocess, served
 
 
 @dataclass(kw_only=True)
@@ -89,8 +90,9 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print) -> Be
         machine=_machine(cuda), date=date.today().isoformat(), config={k: str(v) for k, v in asdict(config).items()}
     )
     clock = _Clock(result, log)
-    with clock("smoke test (tiny, served vs transformers)"):
-        _smoke(config, result, log)
+    if "smoke" not in config.skip:
+        with clock("smoke test (tiny, served vs transformers)"):
+            _smoke(config, result, log)
     checkpoint = config.work_dir / f"checkpoint-{config.family}-{config.size}"
     if not (checkpoint / "config.json").is_file():
         with clock("checkpoint"):
@@ -106,22 +108,23 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print) -> Be
     if cuda:
         with clock("matmul ceilings"):
             result.ceilings_tflops = matmul_tflops()
-    for precision in config.precisions:
+    for precision in config.precisions if "encoder" not in config.skip else ():
         with clock(f"encoder alone {precision}"):
             _encoder_alone(config, precision, jpegs, image_settings, result)
-    with clock("transformers baseline"):
-        result.baseline = asdict(
-            baseline_rates(checkpoint, jpegs, texts, device=config.device, seconds=config.seconds / 2)
-        )
-    with clock("preprocessing alone"):
-        for fast in (False, True):
-            settings = replace(image_settings, fast_jpeg=fast)
-            rate = preprocess_rate(jpegs, settings, config.preprocess_instances, seconds=5)
-            result.preprocess["fast_jpeg" if fast else "exact"] = rate
+    if "baseline" not in config.skip:
+        with clock("transformers baseline"):
+            baseline = baseline_rates(checkpoint, jpegs, texts, device=config.device, seconds=config.seconds / 2)
+            result.baseline = asdict(baseline)
+    if "preprocess" not in config.skip:
+        with clock("preprocessing alone"):
+            for fast in (False, True):
+                settings = replace(image_settings, fast_jpeg=fast)
+                rate = preprocess_rate(jpegs, settings, config.preprocess_instances, seconds=5)
+                result.preprocess["fast_jpeg" if fast else "exact"] = rate
     gc.collect()
     if cuda:
         torch.cuda.empty_cache()
-    for precision in config.precisions:
+    for precision in config.precisions if "served" not in config.skip else ():
         with clock(f"served {precision}"):
             _served(config, precision, jpegs, texts, result, log)
     return result

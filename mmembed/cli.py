@@ -66,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--http-port", type=int, default=8000)
     serve.add_argument("--metrics-port", type=int, default=8002)
     serve.add_argument("--log-file", type=Path, default=None, help="tritonserver's log (default: a temp file)")
+    serve.add_argument("--stub-python", type=Path, default=None, help="Python the models run in (default: this)")
     serve.set_defaults(run=_serve)
 
     embed = commands.add_parser("embed", help="embed images and texts with a served model; prints JSON")
@@ -89,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--encoder-instances", type=int, default=2)
     bench.add_argument("--work-dir", type=Path, default=Path("mmembed-bench"), help="checkpoint + repository")
     bench.add_argument("--report", type=Path, default=None, help="also write the full result as JSON here")
+    steps = ["smoke", "encoder", "baseline", "preprocess", "served"]
+    bench.add_argument("--skip", action="append", default=[], choices=steps, help="leave a step out (repeatable)")
     bench.set_defaults(run=_bench)
     return parser
 
@@ -135,6 +138,7 @@ def _serve(args: argparse.Namespace) -> int:
         http_port=args.http_port,
         metrics_port=args.metrics_port,
         log_file=args.log_file,
+        **({"stub_python": args.stub_python} if args.stub_python else {}),
     )
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -201,6 +205,7 @@ def _bench(args: argparse.Namespace) -> int:
         threads=args.threads,
         preprocess_instances=args.preprocess_instances,
         encoder_instances=args.encoder_instances,
+        skip=tuple(args.skip),
     )
     result = run_benchmark(config, log=lambda line: print(line, flush=True))
     if args.report is not None:

@@ -18,7 +18,7 @@ import sys
 import sysconfig
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
@@ -31,6 +31,11 @@ class ServeError(RuntimeError):
     """The server cannot be found, cannot start, or a model failed to load (the message says which)."""
 
 
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
+
+
 @dataclass(frozen=True, kw_only=True)
 class ServerSettings:
     repository: Path
@@ -39,6 +44,10 @@ class ServerSettings:
     metrics_port: int = 8002
     startup_timeout_s: float = 600.0
     log_file: Path | None = None  # default: a new mmembed-tritonserver-*.log in the temporary folder
+    # The Python whose environment the Python-backend models run in (same minor version as this one).
+    # Default: $MMEMBED_STUB_PYTHON, else this interpreter. Another one helps where this environment
+    # has numpy 2, which the pip Triton's Python backend cannot use.
+    stub_python: Path | None = field(default_factory=lambda: _env_path("MMEMBED_STUB_PYTHON"))
 
     @classmethod
     def on_free_ports(cls, repository: Path) -> ServerSettings:
@@ -96,7 +105,7 @@ def _prepare_wheel_backends(install: TritonInstall, workdir: Path) -> Path:
     return workdir / "backends"
 
 
-def _stub_environment(install: TritonInstall) -> dict[str, str]:
+def _stub_environment(install: TritonInstall, stub_python: Path | None) -> dict[str, str]:
     """This process's environment, set so the stub's embedded Python imports what this interpreter does.
 
     The stub finds its Python installation by looking for `python3` on PATH (it ignores PYTHONPATH), so
@@ -107,9 +116,12 @@ def _stub_environment(install: TritonInstall) -> dict[str, str]:
     (seen: `_ssl` failing with "undefined symbol: _PyModule_Add").
     """
     env = dict(os.environ)
-    env["PATH"] = os.pathsep.join(filter(None, [str(Path(sys.executable).parent), env.get("PATH")]))
+    python = stub_python or Path(sys.executable)
+    if not python.is_file():
+        raise ServeError(f"stub Python {python} does not exist")
+    env["PATH"] = os.pathsep.join(filter(None, [str(python.parent), env.get("PATH")]))
     libraries = [str(install.library_dir)] if install.library_dir is not None else []
-    if sysconfig.get_config_var("Py_ENABLE_SHARED"):
+    if stub_python is None and sysconfig.get_config_var("Py_ENABLE_SHARED"):
         libraries.insert(0, str(sysconfig.get_config_var("LIBDIR")))
     env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [*libraries, env.get("LD_LIBRARY_PATH")]))
     return env
@@ -155,7 +167,7 @@ class TritonServer:
                 command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=_stub_environment(install),
+                env=_stub_environment(install, self.settings.stub_python),
                 start_new_session=True,  # Ctrl-C reaches us, and we stop the server in order
             )
         try:

@@ -1,30 +1,46 @@
 #!/usr/bin/env bash
 # `mmembed bench` on a GPU machine with no network and no package index (the lent H100/H200 box):
-# its image has python3 with torch, transformers and numpy 2, but no tritonserver, tritonclient or numpy<2.
+# its image has python3 with torch, transformers and numpy 2, but no tritonserver or tritonclient.
 #
 # Needs, in .device/ (git-ignored, built on a machine with pip; docs/PERFORMANCE.md says how):
-#   whl/numpy-1.26.4-cp312-*.whl  whl/tritonclient-*.whl  whl/protobuf-*.whl  whl/mmembed-*.whl
-#   pytriton-trim.tar.xz          the nvidia-pytriton wheel's tritonserver, Python backend, 3.12 stub, libs
-# A venv on the base interpreter gets those first on its path and the image's packages after them, so
-# this process and the Python-backend stubs (which find python3 on PATH and ignore PYTHONPATH) see
-# numpy 1.26 first. Prints the benchmark table last; writes bench.json, bench.log and the server logs to $OUT.
+#   whl/numpy-1.26.4-cp312-*.whl whl/tritonclient-*.whl whl/python_rapidjson-*.whl whl/protobuf-*.whl
+#   whl/mmembed-*.whl            pytriton-trim.tar.xz (the nvidia-pytriton wheel's server, backend, libs)
+# Two environments: this process runs on the image's packages (numpy 2, which its transformers and
+# scipy need) plus the client and server wheels; the Python-backend stubs run in a venv that puts
+# numpy 1.26 first (the pip Triton's Python backend cannot use numpy 2) and the image's packages after.
+# Prints the benchmark table last; writes bench.json, bench.log and the server logs to $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/mmembed-bench-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 REPO=$(pwd)
+WHEELS=("$REPO"/.device/whl/*.whl)
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,power.limit --format=csv
-python3 -m venv --without-pip /tmp/venv || exit 1
-SITE=$(/tmp/venv/bin/python3 -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-python3 -m pip install -q --no-index --no-deps --target "$SITE" "$REPO"/.device/whl/*.whl || exit 1
 BASE=$(python3 -c "import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))")
-echo "import site; site.addsitedir('$BASE')" > "$SITE/zz-image-packages.pth"
-tar xJf "$REPO/.device/pytriton-trim.tar.xz" -C "$SITE" || exit 1
+
+python3 -m venv --without-pip /tmp/stubenv || exit 1
+STUB_SITE=$(/tmp/stubenv/bin/python3 -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+python3 -m pip install -q --no-index --no-deps --target "$STUB_SITE" "${WHEELS[@]}" || exit 1
+echo "import site; site.addsitedir('$BASE')" > "$STUB_SITE/zz-image-packages.pth"
+# The image's scipy (and sklearn, built on it) use numpy-2-only names (`np.long`) and fail to import
+# beside numpy 1.26, and transformers imports them whenever they are installed (a detection loss,
+# generation utilities). The encoders use neither: marking both absent in the stub environment only
+# makes transformers skip them (seen on the H200, 2026-11-26: SiglipTextModel then imports).
+echo 'import sys; sys.modules.update(scipy=None, sklearn=None)' > "$STUB_SITE/aa-no-scipy.pth"
+export MMEMBED_STUB_PYTHON=/tmp/stubenv/bin/python3
+
+CLIENT_SITE=/tmp/clientsite
+python3 -m pip install -q --no-index --no-deps --target "$CLIENT_SITE" $(ls "${WHEELS[@]}" | grep -v numpy) || exit 1
+tar xJf "$REPO/.device/pytriton-trim.tar.xz" -C "$CLIENT_SITE" || exit 1
+export PYTHONPATH=$CLIENT_SITE
+
 cd /tmp  # not the repository root: there `import mmembed` would find the unmapped source folder
-/tmp/venv/bin/python3 -c "import numpy, torch, transformers, mmembed; \
-print('numpy', numpy.__version__, 'torch', torch.__version__, 'transformers', transformers.__version__, \
-'mmembed', mmembed.__file__, 'cuda', torch.cuda.is_available())" || exit 1
-/tmp/venv/bin/python3 -m mmembed.cli bench --size so400m-512 --device cuda --precision bf16 --precision fp8 \
-    --seconds "${SECONDS_PER_PHASE:-20}" --processes 4 --threads 4 --work-dir /tmp/bench --report "$OUT/bench.json" \
+python3 -c "import numpy, torch, transformers, mmembed; print('bench env: numpy', numpy.__version__, 'torch', \
+torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available())" || exit 1
+env -u PYTHONPATH /tmp/stubenv/bin/python3 -c "import numpy, PIL, tokenizers, mmembed.torch_encoder; \
+import transformers.models.siglip.modeling_siglip; print('stub env: numpy', numpy.__version__, 'ok')" 2>&1 | tail -4
+python3 -m mmembed.cli bench --size so400m-512 --device cuda --precision bf16 --precision fp8 \
+    --seconds "${SECONDS_PER_PHASE:-15}" --processes 4 --threads 4 --work-dir /tmp/bench --report "$OUT/bench.json" \
+    ${BENCH_ARGS:-} \
     2>&1 | grep -v "31999" | tee "$OUT/bench.log"
 for log in /tmp/mmembed-tritonserver-*.log; do cp "$log" "$OUT/"; done
