@@ -93,6 +93,33 @@ def _parser() -> argparse.ArgumentParser:
     steps = ["smoke", "encoder", "baseline", "preprocess", "served"]
     bench.add_argument("--skip", action="append", default=[], choices=steps, help="leave a step out (repeatable)")
     bench.set_defaults(run=_bench)
+
+    load = commands.add_parser("loadtest", help="Locust load test of a served model; writes a report and chart")
+    load.add_argument("--url", default="localhost:8001", help="Triton gRPC endpoint host:port")
+    load.add_argument("--model", required=True)
+    load.add_argument("--users", type=int, default=8, help="concurrent users (each one request at a time)")
+    load.add_argument("--spawn-rate", type=float, default=8.0, help="users started per second")
+    load.add_argument("--duration", default="60s", help="how long: 90, 90s, 5m, 1h")
+    load.add_argument("--mix", default="pairs", choices=["images", "texts", "pairs"])
+    load.add_argument("--batch-size", type=int, default=8, help="items per request")
+    load.add_argument("--corpus", type=Path, default=None, help="folder of images (default: generated JPEGs)")
+    load.add_argument("--workers", type=int, default=0, help="local Locust workers (distributed mode)")
+    load.add_argument("--report-dir", type=Path, default=Path("loadtest-report"))
+    load.add_argument("--metrics-url", default=None, help="Triton metrics (default: http://HOST:8002/metrics)")
+    load.add_argument("--gpu", default=None, help="GPU name in the prices file, for the cost line")
+    load.add_argument("--gpu-price-per-hour", type=float, default=None, help="or the GPU's price, for the cost line")
+    load.add_argument("--utilization", type=float, default=1.0, help="expected average use, for the cost line")
+    load.set_defaults(run=_loadtest)
+
+    cost = commands.add_parser("cost", help="cost per 1M image-text pairs and break-even against managed APIs")
+    cost.add_argument("--pairs-per-hour", type=float, required=True, help="measured throughput")
+    cost.add_argument("--gpu-price-per-hour", type=float, default=None, help="USD per GPU hour")
+    cost.add_argument("--gpu", default=None, help="a GPU name from the prices file instead of a price")
+    cost.add_argument("--utilization", type=float, default=1.0, help="average use of the GPU, 0-1")
+    cost.add_argument("--text-tokens-per-pair", type=int, default=20, help="API text tokens of one pair")
+    cost.add_argument("--image-size", default="512x512", help="WIDTHxHEIGHT of the image an API bills")
+    cost.add_argument("--prices", type=Path, default=None, help="JSON merged over the bundled prices.json")
+    cost.set_defaults(run=_cost)
     return parser
 
 
@@ -211,6 +238,51 @@ def _bench(args: argparse.Namespace) -> int:
     if args.report is not None:
         write_json(result, args.report)
     print(table(result))
+    return 0
+
+
+def _loadtest(args: argparse.Namespace) -> int:
+    from mmembed.loadtest.report import markdown
+    from mmembed.loadtest.run import LoadTestPlan, parse_duration, run_loadtest
+
+    plan = LoadTestPlan(
+        url=args.url,
+        model=args.model,
+        report_dir=args.report_dir,
+        users=args.users,
+        spawn_rate=args.spawn_rate,
+        duration_s=parse_duration(args.duration),
+        mix=args.mix,
+        batch_size=args.batch_size,
+        corpus=args.corpus,
+        workers=args.workers,
+        metrics_url=args.metrics_url,
+        gpu=args.gpu,
+        gpu_price_per_hour=args.gpu_price_per_hour,
+        utilization=args.utilization,
+    )
+    summary = run_loadtest(plan, log=lambda line: print(line, flush=True))
+    print(markdown(summary))
+    print(f"report: {args.report_dir}/summary.md, chart.png, locust.html, locust_*.csv, triton_metrics.csv")
+    return 0
+
+
+def _cost(args: argparse.Namespace) -> int:
+    from mmembed.loadtest.cost import CostError, PairShape, cost_report, load_prices
+
+    try:
+        width, height = (int(side) for side in args.image_size.lower().split("x"))
+    except ValueError:
+        raise CostError(f"--image-size {args.image_size!r}: use WIDTHxHEIGHT, e.g. 512x512") from None
+    report = cost_report(
+        pairs_per_hour=args.pairs_per_hour,
+        gpu=args.gpu,
+        usd_per_hour=args.gpu_price_per_hour,
+        utilization=args.utilization,
+        pair=PairShape(text_tokens=args.text_tokens_per_pair, image_width=width, image_height=height),
+        prices=load_prices(args.prices),
+    )
+    print("\n".join(report.lines()))
     return 0
 
 
