@@ -3,7 +3,7 @@
     EmbeddingError
     ├── InvalidInputError        an input the server (or the client) cannot embed; never retried
     ├── ModelNotFoundError       no such model, or it is not ready
-    ├── ServerUnavailableError   cannot reach the server, or it is shutting down
+    ├── ServerUnavailableError   cannot reach the server, it is shutting down, or a model is (un)loading
     │   └── ServerOverloadedError    the server's queue is full; try again later
     ├── DeadlineExceededError    the call's timeout passed before all results came back
     └── ServerError              anything else the server reports (an internal error)
@@ -55,8 +55,10 @@ _BY_STATUS: dict[str, type[EmbeddingError]] = {
 def translate(status: str | None, message: str) -> EmbeddingError:
     """The client error for a Triton error with gRPC STATUS (e.g. 'StatusCode.NOT_FOUND') and MESSAGE."""
     lowered = message.lower()
+    if "has no available versions" in lowered:  # loading or unloading, e.g. while the server restarts
+        return ServerUnavailableError(message)
     if "unknown model" in lowered or "is not ready" in lowered or "is not found" in lowered:
         return ModelNotFoundError(message)
-    if "exceeds maximum queue size" in lowered:
+    if "exceeds maximum queue size" in lowered or "request timeout expired" in lowered:
         return ServerOverloadedError(message)
     return _BY_STATUS.get(status or "", ServerError)(message)

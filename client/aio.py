@@ -10,8 +10,9 @@ from types import TracebackType
 import numpy as np
 import tritonclient.grpc.aio as aioclient
 from mmembed.client import _triton
-from mmembed.client._errors import DeadlineExceededError, ModelNotFoundError
+from mmembed.client._errors import DeadlineExceededError, EmbeddingError, ModelNotFoundError
 from mmembed.client._inputs import ImageInput, batches, image_bytes, text_bytes
+from mmembed.client._retry import retry_delay
 from mmembed.client._types import ModelInfo
 from mmembed.client.options import ClientOptions
 
@@ -62,15 +63,27 @@ class AsyncEmbeddingClient:
         in_flight = asyncio.Semaphore(self.options.max_in_flight)
 
         async def infer(batch: Sequence[bytes]) -> np.ndarray:
+            inputs, outputs = _triton.infer_inputs(aioclient, modality, batch)
+            attempt = 0
             async with in_flight:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise DeadlineExceededError("the call's timeout passed before this batch was sent")
-                inputs, outputs = _triton.infer_inputs(aioclient, modality, batch)
-                with _triton.translated_errors():
-                    result = await self._client.infer(ensemble, inputs, outputs=outputs, client_timeout=remaining)
-                vectors: np.ndarray = _triton.embeddings(result)
-                return vectors
+                while True:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise DeadlineExceededError("the call's timeout passed before this batch was sent")
+                    try:
+                        with _triton.translated_errors():
+                            result = await self._client.infer(
+                                ensemble, inputs, outputs=outputs, client_timeout=remaining
+                            )
+                    except EmbeddingError as e:
+                        delay = retry_delay(e, attempt, deadline, self.options)
+                        if delay is None:
+                            raise
+                        await asyncio.sleep(delay)
+                        attempt += 1
+                        continue
+                    vectors: np.ndarray = _triton.embeddings(result)
+                    return vectors
 
         results = await asyncio.gather(*(infer(batch) for batch in batches(items, batch_size)))
         return np.concatenate(results)

@@ -10,8 +10,9 @@ from types import TracebackType
 import numpy as np
 import tritonclient.grpc as grpcclient
 from mmembed.client import _triton
-from mmembed.client._errors import DeadlineExceededError, ModelNotFoundError
+from mmembed.client._errors import DeadlineExceededError, EmbeddingError, ModelNotFoundError
 from mmembed.client._inputs import ImageInput, batches, image_bytes, text_bytes
+from mmembed.client._retry import retry_delay
 from mmembed.client._types import ModelInfo
 from mmembed.client.options import ClientOptions
 
@@ -72,14 +73,24 @@ class EmbeddingClient:
                 future.cancel()
 
     def _infer(self, ensemble: str, modality: str, batch: Sequence[bytes], deadline: float) -> np.ndarray:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise DeadlineExceededError("the call's timeout passed before this batch was sent")
         inputs, outputs = _triton.infer_inputs(grpcclient, modality, batch)
-        with _triton.translated_errors():
-            result = self._client.infer(ensemble, inputs, outputs=outputs, client_timeout=remaining)
-        vectors: np.ndarray = _triton.embeddings(result)
-        return vectors
+        attempt = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeadlineExceededError("the call's timeout passed before this batch was sent")
+            try:
+                with _triton.translated_errors():
+                    result = self._client.infer(ensemble, inputs, outputs=outputs, client_timeout=remaining)
+            except EmbeddingError as e:
+                delay = retry_delay(e, attempt, deadline, self.options)
+                if delay is None:
+                    raise
+                time.sleep(delay)
+                attempt += 1
+                continue
+            vectors: np.ndarray = _triton.embeddings(result)
+            return vectors
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -47,6 +47,7 @@ from mmembed.numeric_gate import GateReport, gate
 from mmembed.preprocessing import (
     SETTINGS_FILE,
     ImageSettings,
+    InputLimits,
     TextSettings,
     TextTokenizer,
     decode_image,
@@ -73,6 +74,7 @@ class ExportRequest:
     batching: BatchingOptions = field(default_factory=BatchingOptions)
     device: str = "cuda"  # runtime torch: where the encoders run when served ("cuda" or "cpu")
     fast_jpeg: bool = False  # decode large JPEGs at reduced scale (see ImageSettings.fast_jpeg)
+    limits: InputLimits = field(default_factory=InputLimits)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,8 +97,14 @@ def export_model(request: ExportRequest, log: Callable[[str], None] = print) -> 
     family, checkpoint = request.family, request.checkpoint
     names = ModelNames(name=request.name)
     log(f"reading {family.name} checkpoint {checkpoint}")
-    image = replace(family.image_settings(checkpoint), fast_jpeg=request.fast_jpeg)
-    text = family.text_settings(checkpoint)
+    limits = request.limits
+    image = replace(
+        family.image_settings(checkpoint),
+        fast_jpeg=request.fast_jpeg,
+        max_image_bytes=limits.max_image_bytes,
+        max_image_pixels=limits.max_image_pixels,
+    )
+    text = replace(family.text_settings(checkpoint), max_text_bytes=limits.max_text_bytes)
     towers = family.load_towers(checkpoint)
     vision_spec = TowerSpec(
         input_name=contract.PIXEL_VALUES,

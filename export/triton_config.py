@@ -53,6 +53,10 @@ class BatchingOptions:
     max_queue_delay_us: int = 2000
     preprocess_instances: int = 2
     encoder_instances: int = 1
+    # Overload: past this many queued requests per model, or this long in a queue, a request is
+    # rejected at once (the client sees ServerOverloadedError and may retry) instead of piling up.
+    max_queue_size: int = 256
+    queue_timeout_s: float = 30.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,7 +103,12 @@ class ModelNames:
 
 def _base(name: str, options: BatchingOptions) -> pb.ModelConfig:
     config = pb.ModelConfig(name=name, max_batch_size=options.max_batch_size)
-    config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
+    batching = config.dynamic_batching
+    batching.max_queue_delay_microseconds = options.max_queue_delay_us
+    batching.default_queue_policy.max_queue_size = options.max_queue_size
+    batching.default_queue_policy.timeout_action = pb.ModelQueuePolicy.REJECT
+    batching.default_queue_policy.default_timeout_microseconds = int(options.queue_timeout_s * 1e6)
+    batching.default_queue_policy.allow_timeout_override = True
     return config
 
 

@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     from mmembed.export import Precision, Runtime
     from mmembed.families import FAMILIES
+    from mmembed.preprocessing import InputLimits
 
     parser = argparse.ArgumentParser(prog="mmembed", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -58,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--max-queue-delay-us", type=int, default=2000)
     export.add_argument("--preprocess-instances", type=int, default=2)
     export.add_argument("--encoder-instances", type=int, default=1)
+    export.add_argument("--max-queue-size", type=int, default=256, help="queued requests per model, then reject")
+    export.add_argument("--queue-timeout", type=float, default=30.0, help="seconds a request may wait queued")
+    export.add_argument("--max-image-bytes", type=int, default=InputLimits.max_image_bytes)
+    export.add_argument("--max-image-pixels", type=int, default=InputLimits.max_image_pixels)
+    export.add_argument("--max-text-bytes", type=int, default=InputLimits.max_text_bytes)
     export.set_defaults(run=_export)
 
     serve = commands.add_parser("serve", help="run tritonserver on a model repository until Ctrl-C")
@@ -134,6 +140,7 @@ def _checkpoint(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from mmembed.export import BatchingOptions, ExportRequest, Precision, Runtime, export_model
     from mmembed.families import get_family
+    from mmembed.preprocessing import InputLimits
 
     request = ExportRequest(
         family=get_family(args.family),
@@ -148,9 +155,16 @@ def _export(args: argparse.Namespace) -> int:
             max_queue_delay_us=args.max_queue_delay_us,
             preprocess_instances=args.preprocess_instances,
             encoder_instances=args.encoder_instances,
+            max_queue_size=args.max_queue_size,
+            queue_timeout_s=args.queue_timeout,
         ),
         device=args.device,
         fast_jpeg=args.fast_jpeg,
+        limits=InputLimits(
+            max_image_bytes=args.max_image_bytes,
+            max_image_pixels=args.max_image_pixels,
+            max_text_bytes=args.max_text_bytes,
+        ),
     )
     export_model(request)
     return 0

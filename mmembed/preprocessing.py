@@ -19,6 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 __all__ = [
     "SETTINGS_FILE",
     "ImageSettings",
+    "InputLimits",
     "InvalidInputError",
     "TextSettings",
     "TextTokenizer",
@@ -35,6 +36,19 @@ class InvalidInputError(ValueError):
 
 
 @dataclass(frozen=True, kw_only=True)
+class InputLimits:
+    """Per-item limits, set at export (`mmembed export --max-image-bytes ...`) and enforced per request."""
+
+    max_image_bytes: int = 50 * 1024 * 1024
+    max_image_pixels: int = 64 * 1024 * 1024  # checked from the header, before any pixel is decoded
+    max_text_bytes: int = 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if min(self.max_image_bytes, self.max_image_pixels, self.max_text_bytes) < 1:
+            raise ValueError("input limits must be positive")
+
+
+@dataclass(frozen=True, kw_only=True)
 class ImageSettings:
     """How the checkpoint's image processor turns a decoded image into `pixel_values` [3, height, width]."""
 
@@ -44,8 +58,8 @@ class ImageSettings:
     rescale_factor: float | None  # None when the processor does not rescale
     image_mean: tuple[float, float, float] | None  # None when the processor does not normalise
     image_std: tuple[float, float, float] | None
-    max_image_bytes: int = 50 * 1024 * 1024
-    max_image_pixels: int = 64 * 1024 * 1024
+    max_image_bytes: int = InputLimits.max_image_bytes
+    max_image_pixels: int = InputLimits.max_image_pixels
     # Decode large JPEGs at 1/2, 1/4 or 1/8 scale (libjpeg DCT scaling) while still at least the target
     # size: several times faster for photos, a slightly different resize than the processor's.
     fast_jpeg: bool = False
@@ -70,6 +84,8 @@ class TextSettings:
     pad_token_id: int
     lowercase: bool  # SigLIP was trained on lowercased text; its Gemma tokenizer does not lowercase itself
     tokenizer_file: str = "tokenizer.json"
+    # Text past max_length tokens is truncated, as the model expects; this bounds the tokenizer's work.
+    max_text_bytes: int = InputLimits.max_text_bytes
 
     def to_json(self) -> str:
         return json.dumps({"text": asdict(self)}, indent=2)
@@ -108,7 +124,11 @@ def decode_image(data: bytes, settings: ImageSettings) -> Image.Image:
         raise
     except UnidentifiedImageError:
         raise InvalidInputError(f"cannot identify image format ({len(data)} bytes, starts {data[:8]!r})") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:  # Pillow's own check, above ours, from the header too
+        raise InvalidInputError(
+            f"image declares too many pixels, over the limit of {settings.max_image_pixels}: {e}"
+        ) from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise InvalidInputError(f"corrupt or truncated image: {e}") from None
 
 
@@ -167,8 +187,10 @@ class TextTokenizer:
         return np.asarray([encoding.ids for encoding in encodings], dtype=np.int64)
 
 
-def decode_text(data: bytes) -> str:
-    """UTF-8 text from one request item, or InvalidInputError naming the bad byte offset."""
+def decode_text(data: bytes, max_bytes: int) -> str:
+    """UTF-8 text from one request item, or InvalidInputError naming the bad byte offset or the size."""
+    if len(data) > max_bytes:
+        raise InvalidInputError(f"text is {len(data)} bytes, over the limit of {max_bytes}")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:

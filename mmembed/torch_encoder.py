@@ -51,6 +51,7 @@ class EncoderOptions:
     max_batch_size: int = 64
     cuda_graphs: bool = True
     gate_batch: int = 8
+    gate_seed: int | None = None  # None: fresh random inputs at every build (a fixed seed is for tests)
 
 
 @dataclass(kw_only=True)
@@ -117,7 +118,7 @@ def build_encoder(
         raise ValueError(f"precision {options.precision!r}; choose one of {', '.join(PRECISION_DTYPES)}")
     device = torch.device(options.device)
     tower = tower.to(device).eval()
-    seed = int.from_bytes(os.urandom(4), "little")  # fresh inputs at every load
+    seed = options.gate_seed if options.gate_seed is not None else int.from_bytes(os.urandom(4), "little")
     inputs = spec.random_input(options.gate_batch, seed=seed)
     if real_inputs is not None:
         inputs = torch.cat([inputs, real_inputs.to(spec.input_dtype)])

@@ -15,12 +15,14 @@ from mmembed.triton_glue import input_array, map_items, respond, version_folder
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         folder = version_folder(args)
-        self.tokenize = TextTokenizer(TextSettings.from_json((folder / SETTINGS_FILE).read_text()), folder)
+        self.settings = TextSettings.from_json((folder / SETTINGS_FILE).read_text())
+        self.tokenize = TextTokenizer(self.settings, folder)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         return [respond(request, self._preprocess) for request in requests]
 
     def _preprocess(self, request: Any) -> list[Any]:
-        texts = map_items(input_array(request, TEXT_INPUT), decode_text)
+        limit = self.settings.max_text_bytes
+        texts = map_items(input_array(request, TEXT_INPUT), lambda data: decode_text(data, limit))
         ids: np.ndarray = self.tokenize(texts)
         return [pb_utils.Tensor(INPUT_IDS, ids)]

@@ -69,6 +69,8 @@ def test_batches_keep_order() -> None:
         ("StatusCode.NOT_FOUND", "no such model", ModelNotFoundError),
         ("StatusCode.UNAVAILABLE", "failed to connect to all addresses", ServerUnavailableError),
         ("StatusCode.UNAVAILABLE", "Exceeds maximum queue size", ServerOverloadedError),
+        ("StatusCode.UNAVAILABLE", "Request timeout expired", ServerOverloadedError),
+        ("StatusCode.UNAVAILABLE", "Request for unknown model: 'x' has no available versions", ServerUnavailableError),
         ("StatusCode.INTERNAL", "boom", ServerError),
     ],
 )
@@ -80,3 +82,20 @@ def test_errors_translate_by_status(status: str, message: str, expected: type[Ex
 def test_options_are_validated() -> None:
     with pytest.raises(ValueError, match="max_in_flight"):
         ClientOptions(max_in_flight=0)
+
+
+def test_only_not_now_errors_are_retried_and_within_the_deadline() -> None:
+    import time
+
+    from mmembed.client import ServerOverloadedError
+    from mmembed.client._retry import MAX_BACKOFF_S, retry_delay
+
+    options = ClientOptions(max_retries=3, retry_backoff_s=0.1)
+    far = time.monotonic() + 100
+    for attempt in range(3):
+        delay = retry_delay(ServerOverloadedError("queue full"), attempt, far, options)
+        assert delay is not None and 0 <= delay <= min(MAX_BACKOFF_S, 0.1 * 2**attempt)
+    assert retry_delay(ServerOverloadedError("queue full"), 3, far, options) is None  # retries used up
+    assert retry_delay(ServerUnavailableError("x"), 0, time.monotonic() + 1e-6, options) is None  # deadline
+    for error in (InvalidInputError("bad"), ModelNotFoundError("none"), ServerError("boom")):
+        assert retry_delay(error, 0, far, options) is None

@@ -153,4 +153,10 @@ def test_pixel_limit_is_checked_before_decoding() -> None:
 
 def test_invalid_utf8_names_the_byte() -> None:
     with pytest.raises(InvalidInputError, match="not valid UTF-8"):
-        decode_text(b"ok \xff")
+        decode_text(b"ok \xff", max_bytes=100)
+
+
+def test_text_size_limit() -> None:
+    assert decode_text("é".encode() * 50, max_bytes=100) == "é" * 50
+    with pytest.raises(InvalidInputError, match="text is 101 bytes, over the limit of 100"):
+        decode_text(b"x" * 101, max_bytes=100)
