@@ -242,9 +242,6 @@ def _served(
     server = TritonServer(settings)
     try:
         server.start()
-    finally:
-        result.server_logs[precision] = str(server.log_file)
-    with server:
         result.timings_s[f"tritonserver start {precision} (load, gate, CUDA graphs)"] = time.monotonic() - started
         model = f"{config.family}_{precision}"
         phases = (
@@ -267,6 +264,9 @@ def _served(
             row = {**asdict(load), "gpu_util": sampler.mean}
             result.served[f"{precision} {modality}"] = row
             log(f"served {model} {modality}: {load.items_per_s:.1f}/s, p50 {load.p50_ms:.0f} ms, {load.failures}")
+    finally:
+        result.server_logs[precision] = str(server.log_file)
+        server.stop()
 
 
 def _machine(cuda: bool) -> str:

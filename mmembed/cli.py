@@ -10,10 +10,15 @@ import argparse
 import json
 import signal
 import sys
+import time
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from mmembed.serve import TritonServer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--metrics-port", type=int, default=8002)
     serve.add_argument("--log-file", type=Path, default=None, help="tritonserver's log (default: a temp file)")
     serve.add_argument("--stub-python", type=Path, default=None, help="Python the models run in (default: this)")
+    serve.add_argument(
+        "--watch-interval", type=float, default=2.0, help="seconds between health checks (0: no watchdog)"
+    )
     serve.set_defaults(run=_serve)
 
     embed = commands.add_parser("embed", help="embed images and texts with a served model; prints JSON")
@@ -195,10 +203,23 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"log     {server.log_file}")
         print("Ctrl-C stops", flush=True)
         try:
-            signal.pause()
+            _watch(server, args.watch_interval)
         except KeyboardInterrupt:
             print("stopping tritonserver ...", flush=True)
     return 0
+
+
+def _watch(server: TritonServer, interval_s: float) -> None:
+    """Until interrupted: every INTERVAL_S, restart the server if it or one of its stubs died."""
+    if interval_s <= 0:
+        signal.pause()
+        return
+    while True:
+        time.sleep(interval_s)
+        problem = server.problem()
+        if problem:
+            print(f"{problem}; restarting tritonserver ...", flush=True)
+            print(f"recovered: ready again after {server.recover():.1f} s", flush=True)
 
 
 def _embed(args: argparse.Namespace) -> int:

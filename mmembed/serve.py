@@ -8,6 +8,7 @@ models import the same mmembed, numpy, Pillow and onnxruntime as this process.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -127,12 +128,35 @@ def _stub_environment(install: TritonInstall, stub_python: Path | None) -> dict[
     return env
 
 
+def _children(pid: int) -> list[int]:
+    """Direct children of PID, from /proc (Linux)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(entry.name))
+    return children
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 class TritonServer:
     """A running tritonserver; use as a context manager, or call start() and stop()."""
 
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
         self._process: subprocess.Popen[bytes] | None = None
+        self._stubs: set[int] = set()  # the stub processes alive when the server became ready
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
         self.log_file = settings.log_file
 
@@ -141,6 +165,8 @@ class TritonServer:
         return f"localhost:{self.settings.grpc_port}"
 
     def start(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            raise ServeError("this tritonserver is already running; stop() it first")
         repository = self.settings.repository
         if not repository.is_dir():
             raise ServeError(f"model repository {repository} does not exist")
@@ -175,6 +201,7 @@ class TritonServer:
         except BaseException:
             self.stop()
             raise
+        self._stubs = self.stub_pids()
 
     def _wait_until_ready(self) -> None:
         deadline = time.monotonic() + self.settings.startup_timeout_s
@@ -212,18 +239,49 @@ class TritonServer:
         return sorted(names, key=lambda n: (not n.endswith((IMAGE_SUFFIX, TEXT_SUFFIX)), n))
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        """Ask the server to shut down (SIGTERM), and kill it if it has not after TIMEOUT_S."""
+        """Ask the server to shut down (SIGTERM), kill it if it has not after TIMEOUT_S, and then kill
+        whatever is left of its process group: stubs whose server died stay alive otherwise."""
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
+        if process is not None:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(timeout_s)
+            with contextlib.suppress(ProcessLookupError):  # its own session: the server and its stubs
                 os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            process.wait()
+        self._stubs = set()
         if self._workdir is not None:
             self._workdir.cleanup()
             self._workdir = None
+
+    def stub_pids(self) -> set[int]:
+        """The server's live Python-backend stub processes (read from /proc)."""
+        if self._process is None:
+            return set()
+        return {pid for pid in _children(self._process.pid) if b"triton_python_backend_stub" in _cmdline(pid)}
+
+    def problem(self) -> str | None:
+        """Why the server cannot serve every model now, or None. Triton restarts neither a crashed stub
+        nor keeps its readiness honest (its model stays "ready" while every request to it fails), so this
+        looks at the processes: the server must be alive and every stub it started at load still there."""
+        if self._process is None or self._process.poll() is not None:
+            code = None if self._process is None else self._process.returncode
+            return f"tritonserver is not running (exit code {code})"
+        missing = self._stubs - self.stub_pids()
+        if missing:
+            return f"{len(missing)} Python-backend stub process(es) died (pid {', '.join(map(str, sorted(missing)))})"
+        return None
+
+    def recover(self, stop_timeout_s: float = 5.0) -> float:
+        """Restart the server in place (same ports); returns the seconds it took until ready again.
+
+        A server with a dead stub can wait out its whole graceful-shutdown timeout on it, so this one
+        gives it STOP_TIMEOUT_S before killing it: requests in flight fail either way."""
+        started = time.monotonic()
+        self.stop(stop_timeout_s)
+        self.start()
+        return time.monotonic() - started
 
     def __enter__(self) -> TritonServer:
         self.start()

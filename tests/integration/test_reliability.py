@@ -193,7 +193,62 @@ def test_a_server_restart_mid_job_loses_nothing(small_queue_server: TritonServer
     thread = threading.Thread(target=restart)
     with EmbeddingClient(small_queue_server.grpc_url, options) as client:
         thread.start()
-        got = client.embed_images(MODEL, images * 4)  # long enough to span the restart
-    thread.join()
+        try:
+            got = client.embed_images(MODEL, images * 4)  # long enough to span the restart
+        finally:
+            thread.join()
     assert restarted.is_set()
     np.testing.assert_allclose(got, np.concatenate([expected] * 4), atol=1e-5)
+
+
+def process_group(pgid: int) -> list[int]:
+    """Live processes of process group PGID (from /proc)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(entry.name))
+    return members
+
+
+def test_a_crashed_stub_is_noticed_and_the_server_recovers(small_queue_server: TritonServer) -> None:
+    """Triton neither restarts a crashed stub nor marks its model unready; mmembed notices from the
+    processes and restarts the server, after which requests succeed again."""
+    import os
+    import signal
+
+    from mmembed.client import ServerError
+
+    image = [encode(photo(), "PNG")]
+    stubs = small_queue_server.stub_pids()
+    assert len(stubs) >= 5 and small_queue_server.problem() is None
+    vision = next(pid for pid in stubs if b"vision_encoder" in Path(f"/proc/{pid}/cmdline").read_bytes())
+    os.kill(vision, signal.SIGKILL)
+    time.sleep(0.5)
+    with EmbeddingClient(small_queue_server.grpc_url, ClientOptions(image_batch_size=2)) as client:
+        with pytest.raises(ServerError, match="Stub process 'siglip2_vision_encoder_0_0' is not healthy"):
+            client.embed_images(MODEL, image)
+        problem = small_queue_server.problem()
+        assert problem is not None and "stub process(es) died" in problem
+        seconds = small_queue_server.recover()
+        print(f"recovered in {seconds:.1f} s")
+        assert small_queue_server.problem() is None
+        assert client.embed_images(MODEL, image).shape == (1, 64)
+
+
+def test_stop_leaves_no_process_behind(checkpoint: Path, tmp_path: Path) -> None:
+    repository = tmp_path / "repository"
+    export_model(
+        ExportRequest(family=get_family("siglip2"), checkpoint=checkpoint, repository=repository, name=MODEL),
+        log=lambda line: None,
+    )
+    server = TritonServer(ServerSettings.on_free_ports(repository))
+    server.start()
+    group = server._process.pid if server._process else 0
+    assert len(process_group(group)) >= 6  # the server and its stubs
+    server.stop()
+    assert process_group(group) == []
