@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mmembed.client._errors import (
+    AccessDeniedError,
     DeadlineExceededError,
     EmbeddingError,
     InvalidInputError,
@@ -18,6 +19,7 @@ from mmembed.client.options import ClientOptions
 from mmembed.client.sync import EmbeddingClient
 
 __all__ = [
+    "AccessDeniedError",
     "AsyncEmbeddingClient",
     "ClientOptions",
     "DeadlineExceededError",

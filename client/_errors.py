@@ -3,6 +3,7 @@
     EmbeddingError
     ├── InvalidInputError        an input the server (or the client) cannot embed; never retried
     ├── ModelNotFoundError       no such model, or it is not ready
+    ├── AccessDeniedError        the server wants an API key (ClientOptions.api_key) this call lacks
     ├── ServerUnavailableError   cannot reach the server, it is shutting down, or a model is (un)loading
     │   └── ServerOverloadedError    the server's queue is full; try again later
     ├── DeadlineExceededError    the call's timeout passed before all results came back
@@ -25,6 +26,10 @@ class InvalidInputError(EmbeddingError, ValueError):
 
 class ModelNotFoundError(EmbeddingError):
     """The server has no such model, or it is not ready."""
+
+
+class AccessDeniedError(EmbeddingError, PermissionError):
+    """The server requires an API key this client did not send, or sent wrong."""
 
 
 class ServerUnavailableError(EmbeddingError):
@@ -55,6 +60,8 @@ _BY_STATUS: dict[str, type[EmbeddingError]] = {
 def translate(status: str | None, message: str) -> EmbeddingError:
     """The client error for a Triton error with gRPC STATUS (e.g. 'StatusCode.NOT_FOUND') and MESSAGE."""
     lowered = message.lower()
+    if "protocol is restricted" in lowered:
+        return AccessDeniedError(f"{message} (pass the server's key as ClientOptions(api_key=...))")
     if "has no available versions" in lowered:  # loading or unloading, e.g. while the server restarts
         return ServerUnavailableError(message)
     if "unknown model" in lowered or "is not ready" in lowered or "is not found" in lowered:

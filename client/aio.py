@@ -22,7 +22,10 @@ class AsyncEmbeddingClient:
 
     def __init__(self, url: str = "localhost:8001", options: ClientOptions | None = None) -> None:
         self.options = options or ClientOptions()
-        self._client = aioclient.InferenceServerClient(url)
+        self._client = aioclient.InferenceServerClient(
+            url, ssl=self.options.ssl, root_certificates=self.options.root_certificates
+        )
+        self._headers = self.options.request_headers()
         self._infos: dict[str, ModelInfo] = {}
 
     async def embed_images(
@@ -37,9 +40,9 @@ class AsyncEmbeddingClient:
 
     async def list_models(self) -> list[ModelInfo]:
         with _triton.translated_errors():
-            index = await self._client.get_model_repository_index(as_json=True)
+            index = await self._client.get_model_repository_index(headers=self._headers, as_json=True)
             configs = {
-                name: (await self._client.get_model_config(name, as_json=True))["config"]
+                name: (await self._client.get_model_config(name, headers=self._headers, as_json=True))["config"]
                 for name in _triton.ready_ensembles(index)
             }
         infos: list[ModelInfo] = _triton.model_infos(configs)
@@ -73,7 +76,7 @@ class AsyncEmbeddingClient:
                     try:
                         with _triton.translated_errors():
                             result = await self._client.infer(
-                                ensemble, inputs, outputs=outputs, client_timeout=remaining
+                                ensemble, inputs, outputs=outputs, headers=self._headers, client_timeout=remaining
                             )
                     except EmbeddingError as e:
                         delay = retry_delay(e, attempt, deadline, self.options)

@@ -1,8 +1,10 @@
-"""Client settings: one timeout notion, batch sizes, and how many requests one call keeps in flight."""
+"""Client settings: one timeout notion, batch sizes, requests in flight, retries, TLS and headers."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from mmembed.contract import GRPC_API_KEY_HEADER
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -15,6 +17,16 @@ class ClientOptions:
     # up to max_retries times, after jittered exponential backoff from retry_backoff_s, within timeout_s.
     max_retries: int = 3
     retry_backoff_s: float = 0.05
+    # Security: gRPC over TLS (root_certificates: a PEM file to trust, default the system's), the key of a
+    # server started with `mmembed serve --api-key`, and any other headers (a proxy's Authorization, say).
+    ssl: bool = False
+    root_certificates: str | None = None
+    api_key: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def request_headers(self) -> dict[str, str]:
+        """The headers every request carries."""
+        return {**self.headers, **({GRPC_API_KEY_HEADER: self.api_key} if self.api_key else {})}
 
     def __post_init__(self) -> None:
         for name in ("image_batch_size", "text_batch_size", "max_in_flight"):

@@ -26,7 +26,10 @@ class EmbeddingClient:
 
     def __init__(self, url: str = "localhost:8001", options: ClientOptions | None = None) -> None:
         self.options = options or ClientOptions()
-        self._client = grpcclient.InferenceServerClient(url)
+        self._client = grpcclient.InferenceServerClient(
+            url, ssl=self.options.ssl, root_certificates=self.options.root_certificates
+        )
+        self._headers = self.options.request_headers()
         self._pool = ThreadPoolExecutor(self.options.max_in_flight, thread_name_prefix="mmembed")
         self._infos: dict[str, ModelInfo] = {}
 
@@ -40,9 +43,9 @@ class EmbeddingClient:
 
     def list_models(self) -> list[ModelInfo]:
         with _triton.translated_errors():
-            index = self._client.get_model_repository_index(as_json=True)
+            index = self._client.get_model_repository_index(headers=self._headers, as_json=True)
             configs = {
-                name: self._client.get_model_config(name, as_json=True)["config"]
+                name: self._client.get_model_config(name, headers=self._headers, as_json=True)["config"]
                 for name in _triton.ready_ensembles(index)
             }
         infos: list[ModelInfo] = _triton.model_infos(configs)
@@ -81,7 +84,9 @@ class EmbeddingClient:
                 raise DeadlineExceededError("the call's timeout passed before this batch was sent")
             try:
                 with _triton.translated_errors():
-                    result = self._client.infer(ensemble, inputs, outputs=outputs, client_timeout=remaining)
+                    result = self._client.infer(
+                        ensemble, inputs, outputs=outputs, headers=self._headers, client_timeout=remaining
+                    )
             except EmbeddingError as e:
                 delay = retry_delay(e, attempt, deadline, self.options)
                 if delay is None:

@@ -8,6 +8,7 @@ with EmbeddingClient("localhost:8001") as client:
 from __future__ import annotations
 
 from mmembed.client import (
+    AccessDeniedError,
     AsyncEmbeddingClient,
     ClientOptions,
     DeadlineExceededError,
@@ -25,6 +26,7 @@ from mmembed.client import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccessDeniedError",
     "AsyncEmbeddingClient",
     "ClientOptions",
     "DeadlineExceededError",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -78,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--metrics-port", type=int, default=8002)
     serve.add_argument("--log-file", type=Path, default=None, help="tritonserver's log (default: a temp file)")
     serve.add_argument("--stub-python", type=Path, default=None, help="Python the models run in (default: this)")
+    serve.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain: gRPC over TLS")
+    serve.add_argument("--tls-key", type=Path, default=None, help="PEM private key for --tls-cert")
+    serve.add_argument("--api-key", default=None, help="require header mmembed-api-key (default: $MMEMBED_API_KEY)")
     serve.add_argument(
         "--watch-interval", type=float, default=2.0, help="seconds between health checks (0: no watchdog)"
     )
@@ -90,6 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     embed.add_argument("--url", default="localhost:8001", help="Triton gRPC endpoint host:port")
     embed.add_argument("--similarity", action="store_true", help="print the image x text cosine matrix instead")
     embed.add_argument("--timeout", type=float, default=60.0, help="seconds for the whole call")
+    embed.add_argument("--ssl", action="store_true", help="gRPC over TLS")
+    embed.add_argument("--root-cert", default=None, help="PEM file of the CA to trust (default: the system's)")
+    embed.add_argument("--api-key", default=os.environ.get("MMEMBED_API_KEY"), help="default: $MMEMBED_API_KEY")
     embed.set_defaults(run=_embed)
 
     bench = commands.add_parser("bench", help="measure served, encoder-only and transformers-baseline throughput")
@@ -187,7 +194,10 @@ def _serve(args: argparse.Namespace) -> int:
         http_port=args.http_port,
         metrics_port=args.metrics_port,
         log_file=args.log_file,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
         **({"stub_python": args.stub_python} if args.stub_python else {}),
+        **({"api_key": args.api_key} if args.api_key else {}),
     )
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -228,7 +238,10 @@ def _embed(args: argparse.Namespace) -> int:
     if not args.image and not args.text:
         print("mmembed embed: give at least one --image or --text", file=sys.stderr)
         return 2
-    with EmbeddingClient(args.url, ClientOptions(timeout_s=args.timeout)) as client:
+    options = ClientOptions(
+        timeout_s=args.timeout, ssl=args.ssl, root_certificates=args.root_cert, api_key=args.api_key
+    )
+    with EmbeddingClient(args.url, options) as client:
         images = client.embed_images(args.model, args.image) if args.image else None
         texts = client.embed_texts(args.model, args.text) if args.text else None
     if args.similarity:

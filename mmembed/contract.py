@@ -21,3 +21,7 @@ PARAM_PREFIX = "mmembed."
 
 # Runtime torch: the folder inside an encoder's version folder that holds its tower (config + weights).
 TOWER_FOLDER = "tower"
+
+# The header `mmembed serve --api-key` checks: as is over HTTP; over gRPC Triton expects it prefixed.
+API_KEY_HEADER = "mmembed-api-key"
+GRPC_API_KEY_HEADER = "triton-grpc-protocol-" + API_KEY_HEADER

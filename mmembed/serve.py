@@ -9,8 +9,10 @@ models import the same mmembed, numpy, Pillow and onnxruntime as this process.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -19,17 +21,32 @@ import sys
 import sysconfig
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
-import tritonclient.grpc as grpcclient
-
-from mmembed.contract import IMAGE_SUFFIX, TEXT_SUFFIX
+from mmembed.contract import API_KEY_HEADER, IMAGE_SUFFIX, TEXT_SUFFIX
 
 
 class ServeError(RuntimeError):
     """The server cannot be found, cannot start, or a model failed to load (the message says which)."""
+
+
+# Triton's protocol groups (--grpc-restricted-protocol / --http-restricted-api).
+ADMIN_PROTOCOLS = "shared-memory,trace,logging"
+ALL_BUT_HEALTH = "metadata,inference,model-config,model-repository,statistics," + ADMIN_PROTOCOLS
+
+
+def _restrictions(api_key: str | None) -> list[str]:
+    """The tritonserver flags that lock protocols behind the API key header."""
+    if api_key is None:
+        locked, key = ADMIN_PROTOCOLS, secrets.token_hex(16)
+    else:
+        locked, key = ALL_BUT_HEALTH, api_key
+    rule = f"{locked}:{API_KEY_HEADER}={key}"
+    return [f"--grpc-restricted-protocol={rule}", f"--http-restricted-api={rule}"]
 
 
 def _env_path(name: str) -> Path | None:
@@ -49,6 +66,20 @@ class ServerSettings:
     # Default: $MMEMBED_STUB_PYTHON, else this interpreter. Another one helps where this environment
     # has numpy 2, which the pip Triton's Python backend cannot use.
     stub_python: Path | None = field(default_factory=lambda: _env_path("MMEMBED_STUB_PYTHON"))
+    # gRPC over TLS with this certificate chain and private key (PEM); clients then pass ssl=True.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # With an API key every gRPC and HTTP protocol but health needs the header `mmembed-api-key: KEY`.
+    # Without one, only the admin protocols (shared memory, trace, logging) are locked, with a key
+    # nobody is given: an embedding server has no use for them.
+    api_key: str | None = field(default_factory=lambda: os.environ.get("MMEMBED_API_KEY") or None)
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ServeError("TLS needs both a certificate and a key")
+        for path in (self.tls_cert, self.tls_key):
+            if path is not None and not path.is_file():
+                raise ServeError(f"TLS file {path} does not exist")
 
     @classmethod
     def on_free_ports(cls, repository: Path) -> ServerSettings:
@@ -185,7 +216,14 @@ class TritonServer:
             f"--metrics-port={self.settings.metrics_port}",
             "--strict-readiness=true",
             "--exit-on-error=true",
+            *_restrictions(self.settings.api_key),
         ]
+        if self.settings.tls_cert is not None and self.settings.tls_key is not None:
+            command += [
+                "--grpc-use-ssl=true",
+                f"--grpc-server-cert={self.settings.tls_cert.resolve()}",
+                f"--grpc-server-key={self.settings.tls_key.resolve()}",
+            ]
         if install.backend_dir is not None:
             command.append(f"--backend-directory={_prepare_wheel_backends(install, workdir)}")
         with open(self.log_file, "wb") as log:
@@ -203,22 +241,24 @@ class TritonServer:
             raise
         self._stubs = self.stub_pids()
 
+    def _http(self, path: str, body: bytes | None = None) -> Any:
+        """One request to the server's HTTP endpoint (its own probes: independent of gRPC's TLS)."""
+        headers = {API_KEY_HEADER: self.settings.api_key} if self.settings.api_key else {}
+        request = urllib.request.Request(f"http://localhost:{self.settings.http_port}{path}", body, headers)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read() or b"null")
+
     def _wait_until_ready(self) -> None:
         deadline = time.monotonic() + self.settings.startup_timeout_s
-        client = grpcclient.InferenceServerClient(self.grpc_url)
-        try:
-            while time.monotonic() < deadline:
-                assert self._process is not None
-                if self._process.poll() is not None:
-                    raise ServeError(self._failure_message(f"tritonserver exited with code {self._process.returncode}"))
-                try:
-                    if client.is_server_ready():
-                        return
-                except Exception:  # not listening yet
-                    pass
+        while time.monotonic() < deadline:
+            assert self._process is not None
+            if self._process.poll() is not None:
+                raise ServeError(self._failure_message(f"tritonserver exited with code {self._process.returncode}"))
+            try:
+                self._http("/v2/health/ready")  # 200 only when every model is ready (strict readiness)
+                return
+            except OSError:  # not listening yet, or not ready
                 time.sleep(0.25)
-        finally:
-            client.close()
         raise ServeError(self._failure_message(f"not ready after {self.settings.startup_timeout_s:.0f} s"))
 
     def _failure_message(self, headline: str) -> str:
@@ -230,11 +270,7 @@ class TritonServer:
 
     def ready_models(self) -> list[str]:
         """The ready models' names, ensembles first."""
-        client = grpcclient.InferenceServerClient(self.grpc_url)
-        try:
-            index = client.get_model_repository_index(as_json=True).get("models", [])
-        finally:
-            client.close()
+        index = self._http("/v2/repository/index", b"{}")
         names = [m["name"] for m in index if m.get("state") == "READY"]
         return sorted(names, key=lambda n: (not n.endswith((IMAGE_SUFFIX, TEXT_SUFFIX)), n))
 

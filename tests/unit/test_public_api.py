@@ -7,6 +7,7 @@ import mmembed
 
 def test_exported_names() -> None:
     assert sorted(mmembed.__all__) == [
+        "AccessDeniedError",
         "AsyncEmbeddingClient",
         "ClientOptions",
         "DeadlineExceededError",
@@ -27,5 +28,11 @@ def test_exported_names() -> None:
 
 def test_error_tree() -> None:
     assert issubclass(mmembed.ServerOverloadedError, mmembed.ServerUnavailableError)
-    for name in ("InvalidInputError", "ModelNotFoundError", "ServerUnavailableError", "DeadlineExceededError"):
+    for name in (
+        "InvalidInputError",
+        "ModelNotFoundError",
+        "AccessDeniedError",
+        "ServerUnavailableError",
+        "DeadlineExceededError",
+    ):
         assert issubclass(getattr(mmembed, name), mmembed.EmbeddingError)
