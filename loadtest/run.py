@@ -17,7 +17,8 @@ from mmembed.client import ClientOptions, EmbeddingClient, ServerUnavailableErro
 from mmembed.loadtest import LOCUSTFILE, MIXES
 from mmembed.loadtest.cost import CostError, cost_report, load_prices
 from mmembed.loadtest.report import CHART_PNG, KindStats, Summary, read_failures, read_stats, write_chart, write_summary
-from mmembed.loadtest.triton_metrics import MetricsSampler
+
+from mmembed.triton_metrics import MetricsSampler
 
 CSV_PREFIX = "locust"
 

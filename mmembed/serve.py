@@ -159,6 +159,27 @@ def _stub_environment(install: TritonInstall, stub_python: Path | None) -> dict[
     return env
 
 
+def _group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group PGID, from /proc."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(entry.name))
+    return members
+
+
+def _wait_for_group_exit(pgid: int, timeout_s: float = 5.0) -> None:
+    """Give killed stubs (even stopped ones) the moment the kernel needs to end them."""
+    deadline = time.monotonic() + timeout_s
+    while _group_members(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def _children(pid: int) -> list[int]:
     """Direct children of PID, from /proc (Linux)."""
     children = []
@@ -286,6 +307,7 @@ class TritonServer:
             with contextlib.suppress(ProcessLookupError):  # its own session: the server and its stubs
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+            _wait_for_group_exit(process.pid)
         self._stubs = set()
         if self._workdir is not None:
             self._workdir.cleanup()

@@ -1,7 +1,7 @@
-"""Triton's Prometheus metrics during a run: where the time goes, per model.
+"""Triton's Prometheus metrics: where the time goes, per model (load-test reports).
 
-Counters are sampled every few seconds; the report uses the difference between the first and the last
-sample, so a server that was already busy before the run does not skew it.
+Counters are sampled every few seconds; reports use the difference between the first and the last
+sample, so a server that was already busy before a run does not skew it.
 """
 
 from __future__ import annotations
