@@ -57,6 +57,7 @@ from mmembed.sample_images import CAPTIONS, synthetic_jpeg
 from mmembed.torch_encoder import EncoderOptions, build_encoder
 
 REPORT_FILE = "export_report.json"
+TIMING_CACHE_FILE = "tensorrt_timing.cache"  # beside the models: Triton ignores files in the repository root
 
 
 class ExportError(ValueError):
@@ -143,7 +144,8 @@ def export_model(request: ExportRequest, log: Callable[[str], None] = print) -> 
                     limit = (
                         request.batching.max_batch_size if modality == "image" else request.batching.text_max_batch_size
                     )
-                    build_engine(graph, spec, limit, request.precision)
+                    timing_cache = request.repository / TIMING_CACHE_FILE
+                    build_engine(graph, spec, limit, request.precision, timing_cache=timing_cache)
             for gate_report in gate_reports:
                 log(f"  gate {gate_report.line()}")
             parity.extend(gate_reports)

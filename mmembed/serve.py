@@ -28,6 +28,12 @@ from types import TracebackType
 from typing import Any
 
 from mmembed.contract import API_KEY_HEADER, IMAGE_SUFFIX, TEXT_SUFFIX
+from mmembed.tensorrt_versions import (
+    VERSION_FILE,
+    TensorRTVersionError,
+    check_plan_versions,
+    server_tensorrt_version,
+)
 
 
 class ServeError(RuntimeError):
@@ -159,6 +165,16 @@ def _stub_environment(install: TritonInstall, stub_python: Path | None) -> dict[
     return env
 
 
+def _check_tensorrt_plans(repository: Path) -> None:
+    """Refuse to start on TensorRT plans built with another TensorRT than the server's, naming the model."""
+    if not any(repository.glob(f"*/*/{VERSION_FILE}")):
+        return
+    try:
+        check_plan_versions(repository, server_tensorrt_version())
+    except TensorRTVersionError as e:
+        raise ServeError(str(e)) from None
+
+
 def _group_members(pgid: int) -> list[int]:
     """Live (not zombie) processes of process group PGID, from /proc."""
     members = []
@@ -222,6 +238,7 @@ class TritonServer:
         repository = self.settings.repository
         if not repository.is_dir():
             raise ServeError(f"model repository {repository} does not exist")
+        _check_tensorrt_plans(repository)
         install = find_tritonserver()
         self._workdir = tempfile.TemporaryDirectory(prefix="mmembed-serve-")
         workdir = Path(self._workdir.name)
