@@ -58,6 +58,7 @@ class BenchConfig:
     text_max_batch_size: int = 256
     corpus_size: int = 40
     skip: tuple[str, ...] = ()  # steps to leave out: smoke, encoder, baseline, preprocess, served
+    compile: bool = False  # torch.compile the towers, served and alone
 
 
 @dataclass(kw_only=True)
@@ -160,6 +161,7 @@ def _export_request(config: BenchConfig, checkpoint: Path, repository: Path, pre
         precision=Precision(precision),
         device=config.device,
         fast_jpeg=True,
+        compile=config.compile,
         batching=BatchingOptions(
             max_batch_size=config.max_batch_size,
             text_max_batch_size=config.text_max_batch_size,
@@ -182,16 +184,17 @@ def _encoder_alone(
         folder = repository / model / "1" / TOWER_FOLDER
         spec = _spec(repository / model / "config.pbtxt", modality)
         tower = family.load_tower(folder, modality)  # type: ignore[arg-type]
-        options = EncoderOptions(precision=precision, device=config.device, max_batch_size=batch)
+        options = EncoderOptions(
+            precision=precision, device=config.device, max_batch_size=batch, compile=config.compile
+        )
         encoder = build_encoder(tower, spec, options, name=model, fp8_scope=family.fp8_scope)
         rates[modality] = encoder_rate(encoder, batch, seconds=config.seconds / 3).items_per_s
         rates[f"{modality}_min_cosine_vs_fp32"] = encoder.gate_report.min_cosine
         if encoder.graph_error:
             result.errors[f"CUDA graphs {model}"] = encoder.graph_error
         if precision == config.precisions[0]:
-            flops = flops_per_item(
-                encoder.tower, spec.random_input(1, seed=0).to(options.device).to(encoder.input_dtype)
-            )
+            eager_tower = getattr(encoder.tower, "_orig_mod", encoder.tower)  # FLOPs are counted eagerly
+            flops = flops_per_item(eager_tower, spec.random_input(1, seed=0).to(options.device).to(encoder.input_dtype))
             setattr(result, "flops_per_image" if modality == "image" else "flops_per_text", flops)
             if modality == "image":
                 result.fast_jpeg_min_cosine = _fast_jpeg_parity(encoder, jpegs, image_settings)

@@ -75,6 +75,7 @@ class ExportRequest:
     batching: BatchingOptions = field(default_factory=BatchingOptions)
     device: str = "cuda"  # runtime torch: where the encoders run when served ("cuda" or "cpu")
     fast_jpeg: bool = False  # decode large JPEGs at reduced scale (see ImageSettings.fast_jpeg)
+    compile: bool = False  # runtime torch: torch.compile the towers at load (see EncoderOptions.compile)
     limits: InputLimits = field(default_factory=InputLimits)
 
 
@@ -241,7 +242,11 @@ def _write_models(
     embedding = TensorSpec(name=contract.EMBEDDING_OUTPUT, data_type=pb.TYPE_FP32, dims=(dimension,))
     encoder_source = {Runtime.ONNXRUNTIME_CPU: ONNX_ENCODER, Runtime.TORCH: TORCH_ENCODER}.get(request.runtime)
     gpu_tensors = request.runtime is Runtime.TORCH and request.device == "cuda"
-    torch_parameters = {"family": request.family.name, "device": request.device}
+    torch_parameters = {
+        "family": request.family.name,
+        "device": request.device,
+        "compile": "true" if request.compile else "false",
+    }
     preprocess_instances = batching.preprocess_instances
     configs = {
         names.image_preprocess: (

@@ -52,6 +52,10 @@ class EncoderOptions:
     cuda_graphs: bool = True
     gate_batch: int = 8
     gate_seed: int | None = None  # None: fresh random inputs at every build (a fixed seed is for tests)
+    # torch.compile (inductor, dynamic batch): fuses the norms, GELU, bias and residual passes that take
+    # 42% of the SO400M vision tower's GPU time in eager mode; costs a compile at load. The gate and the
+    # CUDA graphs then use the compiled module.
+    compile: bool = False
 
 
 @dataclass(kw_only=True)
@@ -126,6 +130,8 @@ def build_encoder(
     with torch.inference_mode():
         reference = tower(inputs).float().cpu().numpy()
     tower = _convert(tower, options.precision, fp8_scope)
+    if options.compile:
+        tower = torch.compile(tower, dynamic=True)  # type: ignore[assignment]
     encoder = TorchEncoder(
         name=name,
         tower=tower,

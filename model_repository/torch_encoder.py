@@ -48,6 +48,7 @@ class TritonPythonModel:
             device=device,
             max_batch_size=int(config["max_batch_size"]),
             cuda_graphs=parameters.get("cuda_graphs", "true") == "true",
+            compile=parameters.get("compile", "false") == "true",
         )
         tower = family.load_tower(version_folder(args) / TOWER_FOLDER, modality)
         self.encoder = build_encoder(tower, spec, options, name=args["model_name"], fp8_scope=family.fp8_scope)

@@ -95,3 +95,18 @@ def test_fp16_overflow_is_refused_at_export(checkpoint: Path, tmp_path: Path) ->
     with pytest.raises(PrecisionGateError, match=r"fp16: \d+ of \d+ outputs hold NaN or Inf"):
         export_model(request, log=lambda line: None)
     assert [p.name for p in repository.iterdir()] == []  # nothing half-written
+
+
+def test_compiled_tower_passes_the_gate_and_matches_eager(tower_folders: dict[str, Path]) -> None:
+    """torch.compile (inductor, dynamic batch) computes what the eager tower does, at batch sizes other
+    than the one it was first compiled for."""
+    reference = FAMILY.load_tower(tower_folders["image"], "image")
+    tower = FAMILY.load_tower(tower_folders["image"], "image")
+    options = EncoderOptions(precision="fp32", compile=True, gate_seed=0)
+    encoder = build_encoder(tower, PIXELS, options, name="v", fp8_scope=FAMILY.fp8_scope)
+    assert encoder.gate_report.min_cosine >= MIN_COSINE["fp32"]
+    for batch in (1, 5):
+        inputs = PIXELS.random_input(batch, seed=batch)
+        with torch.no_grad():
+            expected = reference(inputs).numpy()
+        np.testing.assert_allclose(encoder(inputs).numpy(), expected, atol=1e-4)
