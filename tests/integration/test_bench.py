@@ -1,0 +1,34 @@
+"""`mmembed bench` end to end on the tiny model and the CPU: every step runs and lands in the table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mmembed.bench.report import table
+from mmembed.bench.run import BenchConfig, run_benchmark
+
+
+def test_bench_rehearsal_on_the_cpu(tmp_path: Path) -> None:
+    config = BenchConfig(
+        work_dir=tmp_path,
+        size="tiny",
+        device="cpu",
+        precisions=("bf16",),
+        seconds=2.0,
+        processes=1,
+        threads=2,
+        preprocess_instances=1,
+        encoder_instances=1,
+        corpus_size=4,
+        skip=("smoke", "preprocess"),
+    )
+    result = run_benchmark(config, log=lambda line: None)
+    assert result.errors == {}, result.errors
+    assert result.encoder["bf16"]["image"] > 0 and result.encoder["bf16"]["text"] > 0
+    assert result.encoder["bf16"]["image_min_cosine_vs_fp32"] >= 0.999
+    assert result.baseline["images_per_s"] > 0
+    served = result.served["bf16 image"]
+    assert served["items_per_s"] > 0 and served["failures"] == {}
+    assert result.fast_jpeg_min_cosine >= 0.999
+    report = table(result)
+    assert "| served end to end (Triton, gRPC) | bf16 |" in report and "| encoder alone" in report
