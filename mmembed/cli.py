@@ -80,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--metrics-port", type=int, default=8002)
     serve.add_argument("--log-file", type=Path, default=None, help="tritonserver's log (default: a temp file)")
     serve.add_argument("--stub-python", type=Path, default=None, help="Python the models run in (default: this)")
+    serve.add_argument("--wedge-timeout", type=float, default=120.0, help="seconds a probe may go unanswered")
     serve.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain: gRPC over TLS")
     serve.add_argument("--tls-key", type=Path, default=None, help="PEM private key for --tls-cert")
     serve.add_argument("--api-key", default=None, help="require header mmembed-api-key (default: $MMEMBED_API_KEY)")
@@ -199,6 +200,7 @@ def _serve(args: argparse.Namespace) -> int:
         log_file=args.log_file,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        wedge_timeout_s=args.wedge_timeout,
         **({"stub_python": args.stub_python} if args.stub_python else {}),
         **({"api_key": args.api_key} if args.api_key else {}),
     )

@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import Any
 
 from mmembed.contract import API_KEY_HEADER, IMAGE_SUFFIX, TEXT_SUFFIX
+from mmembed.probe import Prober
 from mmembed.tensorrt_versions import (
     VERSION_FILE,
     TensorRTVersionError,
@@ -79,6 +80,9 @@ class ServerSettings:
     # Without one, only the admin protocols (shared memory, trace, logging) are locked, with a key
     # nobody is given: an embedding server has no use for them.
     api_key: str | None = field(default_factory=lambda: os.environ.get("MMEMBED_API_KEY") or None)
+    # The watchdog's probes: an ensemble that has not answered a tiny request for this long is hung
+    # (queued requests are rejected after the queue timeout, so load alone never takes this long).
+    wedge_timeout_s: float = 120.0
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -225,6 +229,7 @@ class TritonServer:
         self.settings = settings
         self._process: subprocess.Popen[bytes] | None = None
         self._stubs: set[int] = set()  # the stub processes alive when the server became ready
+        self._prober: Prober | None = None
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
         self.log_file = settings.log_file
 
@@ -278,6 +283,8 @@ class TritonServer:
             self.stop()
             raise
         self._stubs = self.stub_pids()
+        ensembles = [name for name in self.ready_models() if name.endswith((IMAGE_SUFFIX, TEXT_SUFFIX))]
+        self._prober = Prober(self.settings.http_port, ensembles, self.settings.api_key, self.settings.wedge_timeout_s)
 
     def _http(self, path: str, body: bytes | None = None) -> Any:
         """One request to the server's HTTP endpoint (its own probes: independent of gRPC's TLS)."""
@@ -326,6 +333,7 @@ class TritonServer:
             process.wait()
             _wait_for_group_exit(process.pid)
         self._stubs = set()
+        self._prober = None
         if self._workdir is not None:
             self._workdir.cleanup()
             self._workdir = None
@@ -339,13 +347,17 @@ class TritonServer:
     def problem(self) -> str | None:
         """Why the server cannot serve every model now, or None. Triton restarts neither a crashed stub
         nor keeps its readiness honest (its model stays "ready" while every request to it fails), so this
-        looks at the processes: the server must be alive and every stub it started at load still there."""
+        looks for itself: the server must be alive, every stub it started at load still there, and every
+        ensemble must answer a probe within wedge_timeout_s (a hung stub answers nothing)."""
         if self._process is None or self._process.poll() is not None:
             code = None if self._process is None else self._process.returncode
             return f"tritonserver is not running (exit code {code})"
         missing = self._stubs - self.stub_pids()
         if missing:
             return f"{len(missing)} Python-backend stub process(es) died (pid {', '.join(map(str, sorted(missing)))})"
+        failing = self._prober.failing() if self._prober is not None else {}
+        if failing:
+            return "; ".join(f"{ensemble}: {reason}" for ensemble, reason in failing.items())
         return None
 
     def recover(self, stop_timeout_s: float = 5.0) -> float:

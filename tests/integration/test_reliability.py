@@ -252,3 +252,42 @@ def test_stop_leaves_no_process_behind(checkpoint: Path, tmp_path: Path) -> None
     assert len(process_group(group)) >= 6  # the server and its stubs
     server.stop()
     assert process_group(group) == []
+
+
+def test_a_hung_stub_is_noticed_and_the_server_recovers(checkpoint: Path, tmp_path: Path) -> None:
+    """A stub that is alive but stopped (SIGSTOP) fools Triton's readiness and the process list; the
+    watchdog's probe request to its ensemble is answered "not healthy" (or not at all), the server is
+    restarted, and requests succeed again."""
+    import os
+    import signal
+    from dataclasses import replace
+
+    repository = tmp_path / "repository"
+    export_model(
+        ExportRequest(family=get_family("siglip2"), checkpoint=checkpoint, repository=repository, name=MODEL),
+        log=lambda line: None,
+    )
+    server = TritonServer(replace(ServerSettings.on_free_ports(repository), wedge_timeout_s=3))
+    server.start()
+    group = server._process.pid if server._process else 0
+    try:
+        assert server.problem() is None  # probes start; a healthy server answers them at once
+        time.sleep(0.5)
+        assert server.problem() is None
+        stubs = server.stub_pids()
+        text = next(pid for pid in stubs if b"text_encoder" in Path(f"/proc/{pid}/cmdline").read_bytes())
+        os.kill(text, signal.SIGSTOP)
+        deadline, problem = time.monotonic() + 30, None
+        while problem is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            problem = server.problem()
+        assert problem is not None and f"{MODEL}_text:" in problem, problem
+        assert "is not healthy" in problem or "hung stub" in problem, problem
+        assert f"{MODEL}_image" not in problem  # the image path still answers
+        print(f"{problem}; recovered in {server.recover():.1f} s")
+        with EmbeddingClient(server.grpc_url) as client:
+            assert client.embed_texts(MODEL, ["back"]).shape == (1, 64)
+        assert server.problem() is None
+    finally:
+        server.stop()
+    assert process_group(group) == []
