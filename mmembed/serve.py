@@ -29,6 +29,7 @@ from typing import Any
 
 from mmembed.contract import API_KEY_HEADER, IMAGE_SUFFIX, TEXT_SUFFIX
 from mmembed.probe import Prober
+from mmembed.processes import children, cmdline, wait_for_group_exit
 from mmembed.tensorrt_versions import (
     VERSION_FILE,
     TensorRTVersionError,
@@ -179,49 +180,6 @@ def _check_tensorrt_plans(repository: Path) -> None:
         raise ServeError(str(e)) from None
 
 
-def _group_members(pgid: int) -> list[int]:
-    """Live (not zombie) processes of process group PGID, from /proc."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                members.append(int(entry.name))
-    return members
-
-
-def _wait_for_group_exit(pgid: int, timeout_s: float = 5.0) -> None:
-    """Give killed stubs (even stopped ones) the moment the kernel needs to end them."""
-    deadline = time.monotonic() + timeout_s
-    while _group_members(pgid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
-def _children(pid: int) -> list[int]:
-    """Direct children of PID, from /proc (Linux)."""
-    children = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # gone meanwhile
-            continue
-        if int(fields[1]) == pid:
-            children.append(int(entry.name))
-    return children
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
-
-
 class TritonServer:
     """A running tritonserver; use as a context manager, or call start() and stop()."""
 
@@ -331,7 +289,7 @@ class TritonServer:
             with contextlib.suppress(ProcessLookupError):  # its own session: the server and its stubs
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-            _wait_for_group_exit(process.pid)
+            wait_for_group_exit(process.pid)
         self._stubs = set()
         self._prober = None
         if self._workdir is not None:
@@ -342,7 +300,7 @@ class TritonServer:
         """The server's live Python-backend stub processes (read from /proc)."""
         if self._process is None:
             return set()
-        return {pid for pid in _children(self._process.pid) if b"triton_python_backend_stub" in _cmdline(pid)}
+        return {pid for pid in children(self._process.pid) if b"triton_python_backend_stub" in cmdline(pid)}
 
     def problem(self) -> str | None:
         """Why the server cannot serve every model now, or None. Triton restarts neither a crashed stub

@@ -26,6 +26,7 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from mmembed.families import get_family
+from mmembed.processes import group_members
 from mmembed.sample_images import synthetic_jpeg
 from mmembed.serve import ServerSettings, TritonServer
 
@@ -201,20 +202,6 @@ def test_a_server_restart_mid_job_loses_nothing(small_queue_server: TritonServer
     np.testing.assert_allclose(got, np.concatenate([expected] * 4), atol=1e-5)
 
 
-def process_group(pgid: int) -> list[int]:
-    """Live processes of process group PGID (from /proc)."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                members.append(int(entry.name))
-    return members
-
-
 def test_a_crashed_stub_is_noticed_and_the_server_recovers(small_queue_server: TritonServer) -> None:
     """Triton neither restarts a crashed stub nor marks its model unready; mmembed notices from the
     processes and restarts the server, after which requests succeed again."""
@@ -249,9 +236,9 @@ def test_stop_leaves_no_process_behind(checkpoint: Path, tmp_path: Path) -> None
     server = TritonServer(ServerSettings.on_free_ports(repository))
     server.start()
     group = server._process.pid if server._process else 0
-    assert len(process_group(group)) >= 6  # the server and its stubs
+    assert len(group_members(group)) >= 6  # the server and its stubs
     server.stop()
-    assert process_group(group) == []
+    assert group_members(group) == []
 
 
 def test_a_hung_stub_is_noticed_and_the_server_recovers(checkpoint: Path, tmp_path: Path) -> None:
@@ -290,4 +277,4 @@ def test_a_hung_stub_is_noticed_and_the_server_recovers(checkpoint: Path, tmp_pa
         assert server.problem() is None
     finally:
         server.stop()
-    assert process_group(group) == []
+    assert group_members(group) == []
