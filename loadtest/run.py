@@ -6,7 +6,6 @@ core can generate), so its gevent monkey-patching never touches this process.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from mmembed.loadtest import LOCUSTFILE, MIXES
 from mmembed.loadtest.cost import CostError, cost_report, load_prices
 from mmembed.loadtest.report import CHART_PNG, KindStats, Summary, read_failures, read_stats, write_chart, write_summary
 
+from mmembed.serve import free_port
 from mmembed.triton_metrics import MetricsSampler
 
 CSV_PREFIX = "locust"
@@ -125,7 +125,7 @@ def _run_locust(plan: LoadTestPlan, prefix: Path) -> None:
             result = subprocess.run([*common, *run], stdout=log, stderr=subprocess.STDOUT, check=False)
             returncodes = [result.returncode]
         else:
-            port = _free_port()
+            port = free_port()
             master = [*common, *run, "--master", "--expect-workers", str(plan.workers), "--master-bind-port", str(port)]
             worker = [*common, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)]
             workers = [subprocess.Popen(worker, stdout=log, stderr=subprocess.STDOUT) for _ in range(plan.workers)]
@@ -160,10 +160,3 @@ def _cost_lines(plan: LoadTestPlan, summary: Summary) -> list[str]:
         return [f"(no cost line: {e})"]
     lines: list[str] = report.lines()
     return lines
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port

@@ -57,6 +57,14 @@ def _restrictions(api_key: str | None) -> list[str]:
     return [f"--grpc-restricted-protocol={rule}", f"--http-restricted-api={rule}"]
 
 
+def free_port() -> int:
+    """A TCP port the OS says is free now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
 def _env_path(name: str) -> Path | None:
     value = os.environ.get(name)
     return Path(value) if value else None
@@ -95,12 +103,7 @@ class ServerSettings:
     @classmethod
     def on_free_ports(cls, repository: Path) -> ServerSettings:
         """Settings with three ports the OS says are free now: for tests and benchmarks beside other servers."""
-        ports = []
-        for _ in range(3):
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                ports.append(int(s.getsockname()[1]))
-        return cls(repository=repository, grpc_port=ports[0], http_port=ports[1], metrics_port=ports[2])
+        return cls(repository=repository, grpc_port=free_port(), http_port=free_port(), metrics_port=free_port())
 
 
 @dataclass(frozen=True, kw_only=True)
