@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-from mmembed.client._errors import EmbeddingError, translate
+from mmembed.client._errors import EmbeddingError, InvalidInputError, translate
 from mmembed.client._types import ModelInfo
 from tritonclient.utils import InferenceServerException
 
@@ -16,12 +16,13 @@ from mmembed.contract import (
     IMAGE_INPUT,
     IMAGE_SUFFIX,
     PARAM_PREFIX,
+    QUERY_SUFFIX,
     TEXT_INPUT,
     TEXT_SUFFIX,
 )
 
-MODALITY_INPUT = {"image": IMAGE_INPUT, "text": TEXT_INPUT}
-MODALITY_SUFFIX = {"image": IMAGE_SUFFIX, "text": TEXT_SUFFIX}
+MODALITY_INPUT = {"image": IMAGE_INPUT, "text": TEXT_INPUT, "query": TEXT_INPUT}
+MODALITY_SUFFIX = {"image": IMAGE_SUFFIX, "text": TEXT_SUFFIX, "query": QUERY_SUFFIX}
 
 
 @contextmanager
@@ -47,6 +48,31 @@ def embeddings(result: Any) -> np.ndarray:
     return array.astype(np.float32, copy=False)
 
 
+def text_modality(info: ModelInfo, query: bool) -> str:
+    """Queries go to NAME_query where the model has one; elsewhere a query is embedded like any text."""
+    return "query" if query and "query" in info.modalities else "text"
+
+
+def check_dimensions(info: ModelInfo, dimensions: int | None) -> None:
+    """Refuse a `dimensions=` the model was not trained for, naming the sizes it supports."""
+    if dimensions is None or dimensions == info.dimension or dimensions in info.matryoshka_dimensions:
+        return
+    supported = sorted({*info.matryoshka_dimensions, info.dimension})
+    raise InvalidInputError(
+        f"model {info.name!r} supports dimensions {', '.join(map(str, supported))}, not {dimensions}"
+    )
+
+
+def truncate(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
+    """The first DIMENSIONS values of each unit vector, scaled back to unit length (Matryoshka)."""
+    if dimensions is None or dimensions == vectors.shape[1]:
+        return vectors
+    head = vectors[:, :dimensions]
+    norms = np.linalg.norm(head, axis=1, keepdims=True)
+    result: np.ndarray = (head / np.maximum(norms, 1e-12)).astype(np.float32)
+    return result
+
+
 def ensemble_name(model: str, modality: str) -> str:
     return model + MODALITY_SUFFIX[modality]
 
@@ -54,7 +80,7 @@ def ensemble_name(model: str, modality: str) -> str:
 def ready_ensembles(index: dict[str, Any]) -> list[str]:
     """Names of READY models in a repository index that look like mmembed ensembles."""
     names = [m["name"] for m in index.get("models", []) if m.get("state") == "READY"]
-    return sorted(n for n in names if n.endswith((IMAGE_SUFFIX, TEXT_SUFFIX)))
+    return sorted(n for n in names if n.endswith(tuple(MODALITY_SUFFIX.values())))
 
 
 def model_infos(configs: dict[str, dict[str, Any]]) -> list[ModelInfo]:
@@ -63,7 +89,7 @@ def model_infos(configs: dict[str, dict[str, Any]]) -> list[ModelInfo]:
     modalities: dict[str, list[str]] = {}
     for ensemble, config in configs.items():
         parameters = {
-            key.removeprefix(PARAM_PREFIX): value["string_value"]
+            key.removeprefix(PARAM_PREFIX): value.get("string_value", "")
             for key, value in config.get("parameters", {}).items()
             if key.startswith(PARAM_PREFIX)
         }
@@ -78,6 +104,7 @@ def model_infos(configs: dict[str, dict[str, Any]]) -> list[ModelInfo]:
         image_size = parameters.get("image_size")
         height, _, width = (image_size or "").partition("x")
         max_length = parameters.get("max_text_length")
+        matryoshka = parameters.get("matryoshka_dimensions", "")
         infos.append(
             ModelInfo(
                 name=name,
@@ -88,6 +115,8 @@ def model_infos(configs: dict[str, dict[str, Any]]) -> list[ModelInfo]:
                 max_text_length=int(max_length) if max_length else None,
                 runtime=parameters.get("runtime", ""),
                 precision=parameters.get("precision", ""),
+                matryoshka_dimensions=tuple(int(d) for d in matryoshka.split(",") if d),
+                query_instruction=parameters.get("query_instruction"),
             )
         )
     return infos
@@ -95,9 +124,12 @@ def model_infos(configs: dict[str, dict[str, Any]]) -> list[ModelInfo]:
 
 __all__ = [
     "EmbeddingError",
+    "check_dimensions",
     "embeddings",
     "ensemble_name",
     "infer_inputs",
     "model_infos",
+    "text_modality",
     "translated_errors",
+    "truncate",
 ]

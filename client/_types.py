@@ -12,8 +12,11 @@ class ModelInfo:
     name: str
     family: str
     dimension: int
-    modalities: tuple[str, ...]  # "image", "text"
+    modalities: tuple[str, ...]  # "image", "text", and "query" when queries get an instruction
     image_size: tuple[int, int] | None  # (height, width) the images are resized to
     max_text_length: int | None  # tokens; longer text is truncated
     runtime: str  # onnxruntime-cpu, onnxruntime, tensorrt or torch
     precision: str  # fp32, fp16, bf16 or fp8
+    # Sizes `dimensions=` accepts besides `dimension` (Matryoshka); empty when the model has none.
+    matryoshka_dimensions: tuple[int, ...] = ()
+    query_instruction: str | None = None  # what the server puts before texts embedded with query=True

@@ -29,14 +29,38 @@ class AsyncEmbeddingClient:
         self._infos: dict[str, ModelInfo] = {}
 
     async def embed_images(
-        self, model: str, images: Iterable[ImageInput], *, timeout_s: float | None = None
+        self,
+        model: str,
+        images: Iterable[ImageInput],
+        *,
+        dimensions: int | None = None,
+        timeout_s: float | None = None,
     ) -> np.ndarray:
+        if dimensions is not None:
+            _triton.check_dimensions(await self.model_info(model), dimensions)
         items = [image_bytes(image) for image in images]
-        return await self._embed(model, "image", items, self.options.image_batch_size, timeout_s)
+        vectors = await self._embed(model, "image", items, self.options.image_batch_size, timeout_s)
+        truncated: np.ndarray = _triton.truncate(vectors, dimensions)
+        return truncated
 
-    async def embed_texts(self, model: str, texts: Iterable[str], *, timeout_s: float | None = None) -> np.ndarray:
+    async def embed_texts(
+        self,
+        model: str,
+        texts: Iterable[str],
+        *,
+        query: bool = False,
+        dimensions: int | None = None,
+        timeout_s: float | None = None,
+    ) -> np.ndarray:
+        modality = "text"
+        if query or dimensions is not None:
+            info = await self.model_info(model)
+            _triton.check_dimensions(info, dimensions)
+            modality = _triton.text_modality(info, query)
         items = [text_bytes(text) for text in texts]
-        return await self._embed(model, "text", items, self.options.text_batch_size, timeout_s)
+        vectors = await self._embed(model, modality, items, self.options.text_batch_size, timeout_s)
+        truncated: np.ndarray = _triton.truncate(vectors, dimensions)
+        return truncated
 
     async def list_models(self) -> list[ModelInfo]:
         with _triton.translated_errors():

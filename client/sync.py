@@ -33,13 +33,41 @@ class EmbeddingClient:
         self._pool = ThreadPoolExecutor(self.options.max_in_flight, thread_name_prefix="mmembed")
         self._infos: dict[str, ModelInfo] = {}
 
-    def embed_images(self, model: str, images: Iterable[ImageInput], *, timeout_s: float | None = None) -> np.ndarray:
+    def embed_images(
+        self,
+        model: str,
+        images: Iterable[ImageInput],
+        *,
+        dimensions: int | None = None,
+        timeout_s: float | None = None,
+    ) -> np.ndarray:
+        """Unit vectors (n, dimension), or (n, dimensions): the Matryoshka prefix, re-normalised."""
+        if dimensions is not None:
+            _triton.check_dimensions(self.model_info(model), dimensions)
         items = [image_bytes(image) for image in images]
-        return self._embed(model, "image", items, self.options.image_batch_size, timeout_s)
+        vectors = self._embed(model, "image", items, self.options.image_batch_size, timeout_s)
+        truncated: np.ndarray = _triton.truncate(vectors, dimensions)
+        return truncated
 
-    def embed_texts(self, model: str, texts: Iterable[str], *, timeout_s: float | None = None) -> np.ndarray:
+    def embed_texts(
+        self,
+        model: str,
+        texts: Iterable[str],
+        *,
+        query: bool = False,
+        dimensions: int | None = None,
+        timeout_s: float | None = None,
+    ) -> np.ndarray:
+        """Like embed_images; `query=True` embeds search queries, with the instruction the model expects."""
+        modality = "text"
+        if query or dimensions is not None:
+            info = self.model_info(model)
+            _triton.check_dimensions(info, dimensions)
+            modality = _triton.text_modality(info, query)
         items = [text_bytes(text) for text in texts]
-        return self._embed(model, "text", items, self.options.text_batch_size, timeout_s)
+        vectors = self._embed(model, modality, items, self.options.text_batch_size, timeout_s)
+        truncated: np.ndarray = _triton.truncate(vectors, dimensions)
+        return truncated
 
     def list_models(self) -> list[ModelInfo]:
         with _triton.translated_errors():

@@ -151,6 +151,7 @@ def export_model(request: ExportRequest, log: Callable[[str], None] = print) -> 
                 log(f"  gate {gate_report.line()}")
             parity.extend(gate_reports)
         _write_models(request, names, staging, image, text, vision_spec, text_spec, towers.dimension)
+        _write_query_models(request, names, staging, text, text_spec, towers.dimension)
         report = ExportReport(
             name=request.name,
             family=family.name,
@@ -298,34 +299,84 @@ def _write_models(
             encoder_source,
         ),
     }
-    common = {
+    image_metadata = {"modality": "image", "image_size": f"{image.height}x{image.width}"}
+    text_metadata = {"modality": "text", "max_text_length": str(text.max_length)}
+    chains = (
+        (names.image, image_bytes, names.image_preprocess, names.vision_encoder, pixels, batching, image_metadata),
+        (names.text, text_bytes, names.text_preprocess, names.text_encoder, ids, text_batching, text_metadata),
+    )
+    for ensemble, ensemble_input, preprocess, encoder, encoder_input, chain_batching, metadata in chains:
+        chain = _Chain(ensemble, ensemble_input, preprocess, encoder, encoder_input, chain_batching)
+        configs[ensemble] = (_ensemble(request, names, chain, dimension, metadata), None)
+    _write_configs(staging, configs)
+    (staging / names.image_preprocess / "1" / SETTINGS_FILE).write_text(image.to_json())
+    _write_text_settings(request, staging / names.text_preprocess / "1", text)
+
+
+def _write_query_models(
+    request: ExportRequest, names: ModelNames, staging: Path, text: TextSettings, text_spec: TowerSpec, dimension: int
+) -> None:
+    """NAME_query: the text chain with the model's query instruction in front, when it has one."""
+    instruction = request.family.query_instruction(request.checkpoint)
+    if not instruction:
+        return
+    batching = replace(request.batching, max_batch_size=request.batching.text_max_batch_size)
+    text_bytes = TensorSpec(name=contract.TEXT_INPUT, data_type=pb.TYPE_STRING, dims=(1,))
+    ids = TensorSpec(name=text_spec.input_name, data_type=pb.TYPE_INT64, dims=text_spec.item_shape)
+    preprocess = python_model_config(
+        names.query_preprocess, [text_bytes], [ids], batching, instances=request.batching.preprocess_instances
+    )
+    chain = _Chain(names.query, text_bytes, names.query_preprocess, names.text_encoder, ids, batching)
+    metadata = {"modality": "query", "max_text_length": str(text.max_length), "query_instruction": instruction}
+    ensemble = _ensemble(request, names, chain, dimension, metadata)
+    _write_configs(staging, {names.query_preprocess: (preprocess, TEXT_PREPROCESS), names.query: (ensemble, None)})
+    _write_text_settings(request, staging / names.query_preprocess / "1", replace(text, prefix=instruction))
+
+
+@dataclass(frozen=True)
+class _Chain:
+    """ensemble = preprocess -> encoder -> the shared L2 normalisation."""
+
+    ensemble: str
+    ensemble_input: TensorSpec
+    preprocess: str
+    encoder: str
+    encoder_input: TensorSpec
+    batching: BatchingOptions
+
+
+def _ensemble(
+    request: ExportRequest, names: ModelNames, chain: _Chain, dimension: int, metadata: dict[str, str]
+) -> pb.ModelConfig:
+    """CHAIN's ensemble config; its `mmembed.*` parameters describe the model to clients."""
+    dimensions = request.family.matryoshka_dimensions(request.checkpoint)
+    described = {
         "family": request.family.name,
         "dimension": str(dimension),
         "runtime": request.runtime.value,
         "precision": request.precision.value,
+        "matryoshka_dimensions": ",".join(str(d) for d in dimensions),
+        **metadata,
     }
-    image_metadata = {**common, "modality": "image", "image_size": f"{image.height}x{image.width}"}
-    text_metadata = {**common, "modality": "text", "max_text_length": str(text.max_length)}
-    chains = (
-        (names.image, image_bytes, names.image_preprocess, names.vision_encoder, pixels, image_metadata, batching),
-        (names.text, text_bytes, names.text_preprocess, names.text_encoder, ids, text_metadata, text_batching),
-    )
-    for ensemble, ensemble_input, preprocess, encoder, encoder_input, metadata, chain_batching in chains:
-        steps = [
-            (preprocess, ensemble_input.name, encoder_input.name),
-            (encoder, encoder_input.name, contract.RAW_EMBEDDING),
-            (names.l2_normalize, contract.RAW_EMBEDDING, contract.EMBEDDING_OUTPUT),
-        ]
-        config = ensemble_config(ensemble, ensemble_input, steps, embedding, chain_batching, metadata=metadata)
-        configs[ensemble] = (config, None)
+    embedding = TensorSpec(name=contract.EMBEDDING_OUTPUT, data_type=pb.TYPE_FP32, dims=(dimension,))
+    steps = [
+        (chain.preprocess, chain.ensemble_input.name, chain.encoder_input.name),
+        (chain.encoder, chain.encoder_input.name, contract.RAW_EMBEDDING),
+        (names.l2_normalize, contract.RAW_EMBEDDING, contract.EMBEDDING_OUTPUT),
+    ]
+    return ensemble_config(chain.ensemble, chain.ensemble_input, steps, embedding, chain.batching, metadata=described)
+
+
+def _write_configs(staging: Path, configs: dict[str, tuple[pb.ModelConfig, Path | None]]) -> None:
     for model, (config, source) in configs.items():
         version = staging / model / "1"
         version.mkdir(parents=True, exist_ok=True)  # ensembles need an (empty) version folder too
         (staging / model / "config.pbtxt").write_text(to_pbtxt(config))
         if source is not None:
             shutil.copyfile(source, version / "model.py")
-    (staging / names.image_preprocess / "1" / SETTINGS_FILE).write_text(image.to_json())
-    (staging / names.text_preprocess / "1" / SETTINGS_FILE).write_text(text.to_json())
-    shutil.copyfile(
-        request.checkpoint / text.tokenizer_file, staging / names.text_preprocess / "1" / text.tokenizer_file
-    )
+
+
+def _write_text_settings(request: ExportRequest, folder: Path, text: TextSettings) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / SETTINGS_FILE).write_text(text.to_json())
+    shutil.copyfile(request.checkpoint / text.tokenizer_file, folder / text.tokenizer_file)

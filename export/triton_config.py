@@ -4,6 +4,10 @@ One model NAME becomes five models and two ensembles:
 
     NAME_image = NAME_image_preprocess -> NAME_vision_encoder -> NAME_l2_normalize
     NAME_text  = NAME_text_preprocess  -> NAME_text_encoder   -> NAME_l2_normalize
+
+and, for models that embed retrieval queries with an instruction in front (JinaCLIP-v2), a third:
+
+    NAME_query = NAME_query_preprocess -> NAME_text_encoder   -> NAME_l2_normalize
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from enum import Enum
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
-from mmembed.contract import IMAGE_SUFFIX, PARAM_PREFIX, TEXT_SUFFIX
+from mmembed.contract import IMAGE_SUFFIX, PARAM_PREFIX, QUERY_SUFFIX, TEXT_SUFFIX
 
 
 class Runtime(str, Enum):
@@ -79,6 +83,14 @@ class ModelNames:
     @property
     def text(self) -> str:
         return self.name + TEXT_SUFFIX
+
+    @property
+    def query(self) -> str:
+        return self.name + QUERY_SUFFIX
+
+    @property
+    def query_preprocess(self) -> str:
+        return f"{self.name}_query_preprocess"
 
     @property
     def image_preprocess(self) -> str:

@@ -95,6 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     embed.add_argument("--text", action="append", default=[], help="text (repeatable)")
     embed.add_argument("--url", default="localhost:8001", help="Triton gRPC endpoint host:port")
     embed.add_argument("--similarity", action="store_true", help="print the image x text cosine matrix instead")
+    embed.add_argument("--query", action="store_true", help="embed the texts as search queries")
+    embed.add_argument("--dimensions", type=int, default=None, help="Matryoshka: keep this many dimensions")
     embed.add_argument("--timeout", type=float, default=60.0, help="seconds for the whole call")
     embed.add_argument("--ssl", action="store_true", help="gRPC over TLS")
     embed.add_argument("--root-cert", default=None, help="PEM file of the CA to trust (default: the system's)")
@@ -247,8 +249,11 @@ def _embed(args: argparse.Namespace) -> int:
         timeout_s=args.timeout, ssl=args.ssl, root_certificates=args.root_cert, api_key=args.api_key
     )
     with EmbeddingClient(args.url, options) as client:
-        images = client.embed_images(args.model, args.image) if args.image else None
-        texts = client.embed_texts(args.model, args.text) if args.text else None
+        dimensions = args.dimensions
+        images = client.embed_images(args.model, args.image, dimensions=dimensions) if args.image else None
+        texts = (
+            client.embed_texts(args.model, args.text, query=args.query, dimensions=dimensions) if args.text else None
+        )
     if args.similarity:
         if images is None or texts is None:
             print("mmembed embed: --similarity needs at least one --image and one --text", file=sys.stderr)

@@ -15,6 +15,8 @@ RAW_EMBEDDING = "embedding"
 # Ensemble suffixes: model NAME is served as NAME_image and NAME_text.
 IMAGE_SUFFIX = "_image"
 TEXT_SUFFIX = "_text"
+# Served only for models whose queries differ from documents (an instruction prefix): NAME_query.
+QUERY_SUFFIX = "_query"
 
 # Ensemble parameters that describe the model to clients (`mmembed.dimension` etc.).
 PARAM_PREFIX = "mmembed."

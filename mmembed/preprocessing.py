@@ -29,6 +29,7 @@ __all__ = [
 ]
 
 SETTINGS_FILE = "preprocessing.json"
+MAX_ASPECT_RATIO = 64  # shortest-edge resizing only: a 1x1,000,000 strip would resize to 512x512,000,000
 
 
 class InvalidInputError(ValueError):
@@ -50,10 +51,15 @@ class InputLimits:
 
 @dataclass(frozen=True, kw_only=True)
 class ImageSettings:
-    """How the checkpoint's image processor turns a decoded image into `pixel_values` [3, height, width]."""
+    """How the checkpoint's image processor turns a decoded image into `pixel_values` [3, height, width].
+
+    Without `shortest_edge` the image is squashed to height x width (SigLIP); with it, the short side is
+    resized to `shortest_edge` (aspect kept) and the centre height x width cropped out (CLIP, JinaCLIP).
+    """
 
     height: int
     width: int
+    shortest_edge: int | None = None
     resample: int  # PIL resampling filter id, as the processor config stores it
     rescale_factor: float | None  # None when the processor does not rescale
     image_mean: tuple[float, float, float] | None  # None when the processor does not normalise
@@ -83,6 +89,8 @@ class TextSettings:
     max_length: int
     pad_token_id: int
     lowercase: bool  # SigLIP was trained on lowercased text; its Gemma tokenizer does not lowercase itself
+    # Put before every text (JinaCLIP's retrieval-query instruction in the query ensemble); "" for none.
+    prefix: str = ""
     tokenizer_file: str = "tokenizer.json"
     # Text past max_length tokens is truncated, as the model expects; this bounds the tokenizer's work.
     max_text_bytes: int = InputLimits.max_text_bytes
@@ -156,8 +164,11 @@ def _high_depth_to_8bit(image: Image.Image) -> Image.Image:
 
 
 def preprocess_image(image: Image.Image, settings: ImageSettings) -> np.ndarray:
-    """Resize, rescale and normalise an RGB image to float32 [3, height, width]."""
-    resized = image.resize((settings.width, settings.height), resample=settings.resample)
+    """Resize (and crop), rescale and normalise an RGB image to float32 [3, height, width]."""
+    if settings.shortest_edge is None:
+        resized = image.resize((settings.width, settings.height), resample=settings.resample)
+    else:
+        resized = _center_crop(_resize_shortest_edge(image, settings), settings.height, settings.width)
     pixels = np.asarray(resized, dtype=np.float32)
     if settings.rescale_factor is not None:
         pixels = pixels * np.float32(settings.rescale_factor)
@@ -166,6 +177,25 @@ def preprocess_image(image: Image.Image, settings: ImageSettings) -> np.ndarray:
         std = np.asarray(settings.image_std, dtype=np.float32)
         pixels = (pixels - mean) / std
     return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+
+
+def _resize_shortest_edge(image: Image.Image, settings: ImageSettings) -> Image.Image:
+    """Short side to `shortest_edge`, long side scaled and truncated to an integer, as torchvision's Resize."""
+    assert settings.shortest_edge is not None
+    short, long = sorted(image.size)
+    if long > MAX_ASPECT_RATIO * short:  # the resized long side would need gigabytes
+        raise InvalidInputError(f"image is {image.width}x{image.height}: aspect ratio over {MAX_ASPECT_RATIO}:1")
+    new_short, new_long = settings.shortest_edge, int(settings.shortest_edge * long / short)
+    size = (new_short, new_long) if image.width <= image.height else (new_long, new_short)
+    return image.resize(size, resample=settings.resample)
+
+
+def _center_crop(image: Image.Image, height: int, width: int) -> Image.Image:
+    """The centre height x width, offsets rounded as torchvision's CenterCrop (half to even)."""
+    if image.width < width or image.height < height:
+        raise InvalidInputError(f"image resized to {image.width}x{image.height} is smaller than {width}x{height}")
+    top, left = round((image.height - height) / 2), round((image.width - width) / 2)
+    return image.crop((left, top, left + width, top + height))
 
 
 class TextTokenizer:
@@ -181,6 +211,8 @@ class TextTokenizer:
 
     def __call__(self, texts: list[str]) -> np.ndarray:
         """Token ids [len(texts), max_length] int64; text beyond max_length is truncated."""
+        if self.settings.prefix:
+            texts = [self.settings.prefix + text for text in texts]
         if self.settings.lowercase:
             texts = [text.lower() for text in texts]
         encodings = self._tokenizer.encode_batch(texts)

@@ -1,10 +1,12 @@
-"""Session fixtures: a tiny SigLIP-2 checkpoint, its exported repository, and a real tritonserver on it."""
+"""Session fixtures: tiny SigLIP-2 and JinaCLIP-v2 checkpoints, one repository with both exported, and a
+real tritonserver on it."""
 
 from __future__ import annotations
 
 import io
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,8 @@ from mmembed.serve import ServerSettings, TritonServer
 
 MODEL = "siglip2"  # onnxruntime-cpu, fp32: the CI reference path
 TORCH_MODEL = "siglip2_torch_bf16"  # runtime torch on the CPU, bf16, served beside it
+JINA_MODEL = "jinaclip2"  # onnxruntime-cpu, fp32, with its query ensemble and Matryoshka sizes
+JINA_TORCH_MODEL = "jinaclip2_torch_bf16"
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +34,14 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def repository(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def jina_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("jinaclip2-tiny")
+    get_family("jinaclip2").make_checkpoint("tiny", folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def repository(checkpoint: Path, jina_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("repository")
     family = get_family("siglip2")
     export_model(ExportRequest(family=family, checkpoint=checkpoint, repository=folder, name=MODEL))
@@ -45,6 +56,9 @@ def repository(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
         batching=BatchingOptions(preprocess_instances=1),
     )
     export_model(torch_request)
+    jina = get_family("jinaclip2")
+    export_model(ExportRequest(family=jina, checkpoint=jina_checkpoint, repository=folder, name=JINA_MODEL))
+    export_model(replace(torch_request, family=jina, checkpoint=jina_checkpoint, name=JINA_TORCH_MODEL))
     return folder
 
 

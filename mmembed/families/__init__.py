@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from mmembed.families.base import CheckpointError, ModelFamily, Towers
+from mmembed.families.jinaclip2 import FAMILY as JINACLIP2
 from mmembed.families.siglip2 import FAMILY as SIGLIP2
 
-FAMILIES: dict[str, ModelFamily] = {SIGLIP2.name: SIGLIP2}
+FAMILIES: dict[str, ModelFamily] = {SIGLIP2.name: SIGLIP2, JINACLIP2.name: JINACLIP2}
 
 __all__ = ["FAMILIES", "CheckpointError", "ModelFamily", "Towers", "get_family"]
 

@@ -37,6 +37,8 @@ class ModelFamily:
     the torch runtime serves from such folders, so a model repository needs no copy of the whole checkpoint.
     `fp8_scope` matches the qualified names of the Linear layers that may run in fp8 (the transformer
     blocks); everything else (patch embedding, norms, pooling heads) stays in the higher precision.
+    `query_instruction` is the text a retrieval query gets in front (None: queries are plain texts);
+    `matryoshka_dimensions` the leading-slice sizes the model was trained to support (empty: none).
     """
 
     name: str
@@ -48,6 +50,8 @@ class ModelFamily:
     save_tower: Callable[[Towers, Modality, Path], None]
     load_tower: Callable[[Path, Modality], torch.nn.Module]
     fp8_scope: str
+    query_instruction: Callable[[Path], str | None] = lambda checkpoint: None
+    matryoshka_dimensions: Callable[[Path], tuple[int, ...]] = lambda checkpoint: ()
 
 
 @dataclass(frozen=True, kw_only=True)

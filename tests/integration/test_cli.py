@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import MODEL, encode, photo
+from conftest import JINA_MODEL, MODEL, encode, photo
 
 from mmembed.serve import ServeError, ServerSettings, TritonServer
 
@@ -17,6 +17,17 @@ def mmembed(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "mmembed.cli", *args], capture_output=True, text=True, timeout=300, check=False
     )
+
+
+def test_embed_queries_with_matryoshka_dimensions(server: TritonServer) -> None:
+    args = ("embed", "--url", server.grpc_url, "--model", JINA_MODEL, "--text", "红色的汽车", "--dimensions", "16")
+    result = mmembed(*args, "--query")
+    assert result.returncode == 0, result.stderr
+    query = json.loads(result.stdout)["texts"][0]["embedding"]
+    document = json.loads(mmembed(*args).stdout)["texts"][0]["embedding"]
+    assert len(query) == len(document) == 16 and query != document
+    refused = mmembed(*args[:-1], "17")
+    assert refused.returncode != 0 and "supports dimensions 16, 32, 64, not 17" in refused.stderr
 
 
 def test_embed_prints_vectors_and_similarity(server: TritonServer, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from conftest import MODEL, TORCH_MODEL, encode, photo, reference_images, reference_texts
+from conftest import JINA_MODEL, JINA_TORCH_MODEL, MODEL, TORCH_MODEL, encode, photo, reference_images, reference_texts
 from mmembed.client import AsyncEmbeddingClient, EmbeddingClient
 from PIL import Image
 from transformers import SiglipModel
@@ -85,11 +85,11 @@ def test_async_client_matches_sync(server: TritonServer, client: EmbeddingClient
     vectors, texts, names = asyncio.run(run())
     np.testing.assert_allclose(vectors, client.embed_images(MODEL, images), atol=1e-5)
     np.testing.assert_allclose(texts, client.embed_texts(MODEL, ["a cat", "a dog"]), atol=1e-5)
-    assert names == [MODEL, TORCH_MODEL]
+    assert names == [JINA_MODEL, JINA_TORCH_MODEL, MODEL, TORCH_MODEL]
 
 
 def test_list_models(client: EmbeddingClient) -> None:
-    info, _ = client.list_models()  # sorted by name; the torch model is checked in test_torch_runtime
+    (info,) = [model for model in client.list_models() if model.name == MODEL]  # jinaclip2: its own file
     assert (info.name, info.family, info.dimension, info.modalities) == (
         MODEL,
         "siglip2",
@@ -98,6 +98,7 @@ def test_list_models(client: EmbeddingClient) -> None:
     )
     assert info.image_size == (64, 64) and info.max_text_length == 64
     assert (info.runtime, info.precision) == ("onnxruntime-cpu", "fp32")
+    assert info.matryoshka_dimensions == () and info.query_instruction is None
 
 
 def _formats() -> dict[str, tuple[bytes, Image.Image]]:

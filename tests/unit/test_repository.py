@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TORCH_MODEL
+from conftest import JINA_MODEL, TORCH_MODEL
 from mmembed.export import BatchingOptions, ExportError, ExportRequest, Precision, Runtime, export_model
 from mmembed.export.tensorrt_engine import optimization_profile
 from mmembed.export.triton_config import TensorSpec, encoder_config, parse_pbtxt, to_pbtxt
@@ -23,7 +23,11 @@ def configs(repository: Path) -> dict[str, pb.ModelConfig]:
 
 
 def test_repository_layout(repository: Path) -> None:
-    found = {name: config for name, config in configs(repository).items() if not name.startswith(TORCH_MODEL)}
+    found = {
+        name: config
+        for name, config in configs(repository).items()
+        if name.startswith("siglip2_") and not name.startswith(TORCH_MODEL)
+    }
     assert sorted(found) == [
         "siglip2_image",
         "siglip2_image_preprocess",
@@ -46,6 +50,21 @@ def test_repository_layout(repository: Path) -> None:
         assert (repository / encoder / "1" / "model.onnx").is_file()
         assert (repository / encoder / "1" / "model.onnx.data").is_file()
     assert (repository / "siglip2_text_preprocess" / "1" / "tokenizer.json").is_file()
+
+
+def test_query_ensemble_prefixes_the_instruction_and_shares_the_text_encoder(repository: Path) -> None:
+    """JinaCLIP-v2 also gets NAME_query: its own preprocessing (instruction in front), the same encoder."""
+    found = configs(repository)
+    query = found[f"{JINA_MODEL}_query"]
+    steps = [step.model_name for step in query.ensemble_scheduling.step]
+    assert steps == [f"{JINA_MODEL}_query_preprocess", f"{JINA_MODEL}_text_encoder", f"{JINA_MODEL}_l2_normalize"]
+    assert query.parameters["mmembed.modality"].string_value == "query"
+    assert query.parameters["mmembed.matryoshka_dimensions"].string_value == "16,32,64"
+    settings = json.loads((repository / f"{JINA_MODEL}_query_preprocess" / "1" / "preprocessing.json").read_text())
+    assert settings["text"]["prefix"] == "Represent the query for retrieving evidence documents: "
+    plain = json.loads((repository / f"{JINA_MODEL}_text_preprocess" / "1" / "preprocessing.json").read_text())
+    assert plain["text"]["prefix"] == ""
+    assert "siglip2_query" not in found  # SigLIP-2 queries are plain texts
 
 
 def test_torch_runtime_layout(repository: Path) -> None:

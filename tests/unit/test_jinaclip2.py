@@ -1,0 +1,272 @@
+"""JinaCLIP-v2 without a server: the official-layout loader, LoRA merge, preprocessing, tokenizer, gates."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import photo
+from jina_reference import JinaReference
+from mmembed.client import _triton
+from mmembed.client._errors import InvalidInputError as ClientInputError
+from mmembed.client._types import ModelInfo
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from mmembed.families import CheckpointError, get_family
+from mmembed.families.base import TowerSpec
+from mmembed.fp8 import Fp8Linear
+from mmembed.numeric_gate import row_cosines
+from mmembed.preprocessing import InvalidInputError, TextTokenizer, preprocess_image
+from mmembed.torch_encoder import EncoderOptions, build_encoder
+
+FAMILY = get_family("jinaclip2")
+
+
+def _pixels(checkpoint: Path, count: int = 3) -> torch.Tensor:
+    settings = FAMILY.image_settings(checkpoint)
+    images = [photo(160 + 13 * i, 120, seed=i) for i in range(count)]
+    return torch.from_numpy(np.stack([preprocess_image(image, settings) for image in images]))
+
+
+def _ids(checkpoint: Path, texts: list[str]) -> torch.Tensor:
+    return torch.from_numpy(TextTokenizer(FAMILY.text_settings(checkpoint), checkpoint)(texts))
+
+
+TEXTS = ["a photo of a cat", "一只猫的照片", "صورة قطة", "एक बिल्ली की तस्वीर", "🐱🐶 cat and dog"]
+
+
+def test_loaded_towers_match_an_independent_forward_on_the_official_weights(jina_checkpoint: Path) -> None:
+    reference = JinaReference(jina_checkpoint)
+    towers = FAMILY.load_towers(jina_checkpoint)
+    pixels, ids = _pixels(jina_checkpoint), _ids(jina_checkpoint, TEXTS)
+    with torch.no_grad():
+        image_cosines = row_cosines(towers.vision(pixels).numpy(), reference.image(pixels).numpy())
+        text_cosines = row_cosines(towers.text(ids).numpy(), reference.text(ids).numpy())
+    assert image_cosines.min() >= 0.9999 and text_cosines.min() >= 0.9999
+
+
+def test_the_lora_adapter_is_merged_not_dropped(jina_checkpoint: Path, tmp_path: Path) -> None:
+    """With the LoRA factors zeroed the text embedding moves: the merge has a visible effect."""
+    folder = tmp_path / "no-lora"
+    shutil.copytree(jina_checkpoint, folder)
+    state = load_file(str(folder / "model.safetensors"))
+    zeroed = {k: torch.zeros_like(v) if k.endswith("lora_B") else v for k, v in state.items()}
+    save_file(zeroed, str(folder / "model.safetensors"))
+    ids = _ids(jina_checkpoint, TEXTS)
+    with torch.no_grad():
+        merged = FAMILY.load_towers(jina_checkpoint).text(ids).numpy()
+        plain = FAMILY.load_towers(folder).text(ids).numpy()
+    assert row_cosines(merged, plain).max() < 0.99
+
+
+def _with_state(checkpoint: Path, folder: Path, change: dict[str, torch.Tensor | None]) -> Path:
+    shutil.copytree(checkpoint, folder)
+    state = load_file(str(folder / "model.safetensors"))
+    for key, value in change.items():
+        if value is None:
+            del state[key]
+        else:
+            state[key] = value
+    save_file(state, str(folder / "model.safetensors"))
+    return folder
+
+
+def test_unknown_keys_are_an_error(jina_checkpoint: Path, tmp_path: Path) -> None:
+    folder = _with_state(jina_checkpoint, tmp_path / "c", {"vision_model.head.weight": torch.zeros(64, 64)})
+    with pytest.raises(CheckpointError, match=r"vision_model: 1 unknown keys, e\.g\. head\.weight"):
+        FAMILY.load_towers(folder)
+
+
+def test_missing_keys_are_an_error(jina_checkpoint: Path, tmp_path: Path) -> None:
+    key = "text_model.transformer.roberta.encoder.layers.1.norm2.bias"
+    folder = _with_state(jina_checkpoint, tmp_path / "c", {key: None})
+    with pytest.raises(CheckpointError, match=r"text_model: 1 weights missing.*layers\.1\.post_mlp_layernorm\.bias"):
+        FAMILY.load_towers(folder)
+
+
+def test_lora_factors_without_their_weight_are_an_error(jina_checkpoint: Path, tmp_path: Path) -> None:
+    key = "text_model.transformer.roberta.encoder.layers.0.mlp.fc1.parametrizations.weight.original"
+    folder = _with_state(jina_checkpoint, tmp_path / "c", {key: None})
+    with pytest.raises(CheckpointError, match="LoRA factors without a weight"):
+        FAMILY.load_towers(folder)
+
+
+def test_saved_rotary_tables_are_checked(jina_checkpoint: Path, tmp_path: Path) -> None:
+    """Some EVA-CLIP versions save their RoPE tables; ours must equal them, else the layout differs."""
+    from mmembed.families.eva02 import rotary_tables
+
+    cos, sin = rotary_tables(FAMILY.load_towers(jina_checkpoint).vision.config)  # type: ignore[attr-defined]
+    same = _with_state(jina_checkpoint, tmp_path / "same", {"vision_model.rope.freqs_cos": cos.clone()})
+    FAMILY.load_towers(same)
+    swapped = _with_state(jina_checkpoint, tmp_path / "swapped", {"vision_model.rope.freqs_sin": cos.clone()})
+    with pytest.raises(CheckpointError, match=r"rope\.freqs_sin differs"):
+        FAMILY.load_towers(swapped)
+    assert not torch.equal(cos, sin)
+
+
+def test_unsupported_variants_are_refused(jina_checkpoint: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "c"
+    shutil.copytree(jina_checkpoint, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["vision_config"]["subln"] = False
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="subln=False is not supported"):
+        FAMILY.load_towers(folder)
+
+
+def test_sharded_checkpoints_load_the_same(jina_checkpoint: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "sharded"
+    shutil.copytree(jina_checkpoint, folder)
+    state = load_file(str(folder / "model.safetensors"))
+    (folder / "model.safetensors").unlink()
+    names = sorted(state)
+    shards = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    for shard, keys in shards.items():
+        save_file({k: state[k] for k in keys}, str(folder / shard))
+    weight_map = {k: shard for shard, keys in shards.items() for k in keys}
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    ids = _ids(jina_checkpoint, TEXTS)
+    with torch.no_grad():
+        expected = FAMILY.load_towers(jina_checkpoint).text(ids)
+        actual = FAMILY.load_towers(folder).text(ids)
+    assert torch.equal(expected, actual)
+
+
+def test_tower_folders_round_trip(jina_checkpoint: Path, tmp_path: Path) -> None:
+    """What the torch runtime serves from: each tower alone, LoRA already merged."""
+    towers = FAMILY.load_towers(jina_checkpoint)
+    pixels, ids = _pixels(jina_checkpoint), _ids(jina_checkpoint, TEXTS)
+    FAMILY.save_tower(towers, "image", tmp_path / "image")
+    FAMILY.save_tower(towers, "text", tmp_path / "text")
+    with torch.no_grad():
+        assert torch.equal(FAMILY.load_tower(tmp_path / "image", "image")(pixels), towers.vision(pixels))
+        assert torch.equal(FAMILY.load_tower(tmp_path / "text", "text")(ids), towers.text(ids))
+
+
+def test_preprocessing_matches_a_clip_image_processor_with_the_checkpoints_settings(jina_checkpoint: Path) -> None:
+    """Shortest side resized bicubic, centre crop, mean/std from preprocessor_config.json."""
+    from transformers import CLIPImageProcessorPil
+
+    config = json.loads((jina_checkpoint / "preprocessor_config.json").read_text())
+    size = config["size"]
+    processor = CLIPImageProcessorPil(
+        size={"shortest_edge": size},
+        crop_size={"height": size, "width": size},
+        resample=Image.Resampling.BICUBIC,
+        image_mean=config["image_mean"],
+        image_std=config["image_std"],
+    )
+    settings = FAMILY.image_settings(jina_checkpoint)
+    for width, height in [(160, 120), (120, 160), (300, 58), (56, 56), (1000, 700)]:
+        image = photo(width, height, seed=width)
+        expected = processor(images=image, return_tensors="np")["pixel_values"][0]
+        np.testing.assert_allclose(preprocess_image(image, settings), expected, atol=1e-5)
+
+
+def test_centre_crop_rounds_half_offsets_as_torchvision(jina_checkpoint: Path) -> None:
+    """A 75-wide resize cropped to 56 leaves 19 columns: torchvision starts at round(9.5) = 10."""
+    settings = FAMILY.image_settings(jina_checkpoint)
+    columns = np.tile(np.arange(150, dtype=np.uint8), (112, 1))  # 150x112 -> resized 75x56
+    image = Image.fromarray(np.stack([columns] * 3, axis=-1))
+    pixels = preprocess_image(image, settings)
+    resized = np.asarray(image.resize((75, 56), resample=Image.Resampling.BICUBIC), dtype=np.float32)
+    mean, std = np.float32(settings.image_mean[0]), np.float32(settings.image_std[0])  # type: ignore[index]
+    expected = (resized[:, 10:66, 0] / np.float32(255) - mean) / std
+    np.testing.assert_allclose(pixels[0], expected, atol=1e-5)
+
+
+def test_extreme_aspect_ratios_fail_with_a_clear_error(jina_checkpoint: Path) -> None:
+    with pytest.raises(InvalidInputError, match="aspect ratio over 64:1"):
+        preprocess_image(Image.new("RGB", (10_000, 10)), FAMILY.image_settings(jina_checkpoint))
+
+
+def test_tokenizer_handles_many_scripts_and_truncates_keeping_the_end_token(jina_checkpoint: Path) -> None:
+    settings = FAMILY.text_settings(jina_checkpoint)
+    ids = _ids(jina_checkpoint, [*TEXTS, "cat " * 500])
+    assert settings.max_length == 64 and ids.shape == (len(TEXTS) + 1, 64)
+    assert (ids[:, 0] == 0).all()  # <s>
+    real = ids[:-1][ids[:-1] != settings.pad_token_id]
+    assert (real != 3).float().mean() > 0.8  # mostly known pieces, not <unk>
+    assert ids[-1, -1] == 2  # a truncated text still ends with </s>
+
+
+def test_query_instruction_comes_from_the_config(jina_checkpoint: Path) -> None:
+    assert FAMILY.query_instruction(jina_checkpoint) == "Represent the query for retrieving evidence documents: "
+    assert get_family("siglip2").query_instruction(jina_checkpoint) is None
+
+
+def _info(dimensions: tuple[int, ...]) -> ModelInfo:
+    return ModelInfo(
+        name="m",
+        family="jinaclip2",
+        dimension=64,
+        modalities=("image", "query", "text"),
+        image_size=(56, 56),
+        max_text_length=64,
+        runtime="onnxruntime-cpu",
+        precision="fp32",
+        matryoshka_dimensions=dimensions,
+    )
+
+
+def test_matryoshka_truncation_is_the_renormalised_prefix() -> None:
+    rng = np.random.default_rng(0)
+    full = rng.normal(size=(5, 64)).astype(np.float32)
+    full /= np.linalg.norm(full, axis=1, keepdims=True)
+    short = _triton.truncate(full, 16)
+    np.testing.assert_allclose(np.linalg.norm(short, axis=1), 1.0, atol=1e-6)
+    scale = np.linalg.norm(full[:, :16], axis=1, keepdims=True)
+    np.testing.assert_allclose(short * scale, full[:, :16], atol=1e-6)
+    assert _triton.truncate(full, None) is full
+
+
+def test_unsupported_dimensions_are_refused_with_the_supported_sizes() -> None:
+    _triton.check_dimensions(_info((16, 32, 64)), 32)
+    _triton.check_dimensions(_info(()), 64)
+    with pytest.raises(ClientInputError, match="supports dimensions 16, 32, 64, not 17"):
+        _triton.check_dimensions(_info((16, 32, 64)), 17)
+    with pytest.raises(ClientInputError, match="supports dimensions 64, not 32"):
+        _triton.check_dimensions(_info(()), 32)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp8"])
+def test_reduced_precision_towers_pass_their_gates(jina_checkpoint: Path, precision: str) -> None:
+    """The torch runtime's gate on the CPU: bf16 >= 0.999 and fp8 (transformer blocks only) >= 0.99."""
+    towers = FAMILY.load_towers(jina_checkpoint)
+    settings, text = FAMILY.image_settings(jina_checkpoint), FAMILY.text_settings(jina_checkpoint)
+    specs = {
+        "image": (
+            towers.vision,
+            TowerSpec(
+                input_name="pixel_values",
+                input_dtype=torch.float32,
+                item_shape=(3, settings.height, settings.width),
+                output_name="embedding",
+            ),
+            _pixels(jina_checkpoint),
+        ),
+        "text": (
+            towers.text,
+            TowerSpec(
+                input_name="input_ids",
+                input_dtype=torch.int64,
+                item_shape=(text.max_length,),
+                output_name="embedding",
+                high=towers.vocab_size,
+            ),
+            _ids(jina_checkpoint, TEXTS),
+        ),
+    }
+    for modality, (tower, spec, real) in specs.items():
+        options = EncoderOptions(precision=precision, device="cpu", cuda_graphs=False, gate_seed=0)
+        encoder = build_encoder(
+            tower, spec, options, name=f"jina {modality}", fp8_scope=FAMILY.fp8_scope, real_inputs=real
+        )
+        assert encoder.gate_report.min_cosine >= (0.999 if precision == "bf16" else 0.99)
+        if precision == "fp8":  # the transformer blocks' Linears, not the patch embedding or norms
+            assert any(isinstance(m, Fp8Linear) for m in encoder.tower.modules())
