@@ -211,12 +211,13 @@ def _spec(config_path: Path, modality: str) -> TowerSpec:
 
     model_config = parse_pbtxt(config_path.read_text())
     (model_input,) = model_config.input
-    return TowerSpec(
+    return TowerSpec.from_config(
         input_name=model_input.name,
-        input_dtype=torch.float32 if modality == "image" else torch.int64,
-        item_shape=tuple(model_input.dims),
         output_name=model_config.output[0].name,
+        modality=modality,
+        dims=tuple(model_input.dims),
         high=int(model_config.parameters["vocab_size"].string_value or 0),
+        max_length=int(model_config.parameters["max_length"].string_value or 0),
     )
 
 

@@ -120,6 +120,7 @@ def export_model(request: ExportRequest, log: Callable[[str], None] = print) -> 
         item_shape=(text.max_length,),
         output_name=contract.RAW_EMBEDDING,
         high=towers.vocab_size,
+        variable_length=text.pad_to_longest,
     )
     request.repository.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=request.repository, prefix=".staging-") as scratch:
@@ -206,7 +207,9 @@ def _sample_pixels(settings: ImageSettings, count: int = 4) -> torch.Tensor:
 
 
 def _sample_token_ids(settings: TextSettings, checkpoint: Path) -> torch.Tensor:
-    return torch.from_numpy(TextTokenizer(settings, checkpoint)(list(CAPTIONS)))
+    """Captions at the full length, the shape of the gate's random token ids."""
+    full_length = replace(settings, pad_to_longest=False)
+    return torch.from_numpy(TextTokenizer(full_length, checkpoint)(list(CAPTIONS)))
 
 
 def _check_request(request: ExportRequest) -> None:
@@ -237,8 +240,8 @@ def _write_models(
     shared_batching = replace(batching, max_batch_size=max(batching.max_batch_size, batching.text_max_batch_size))
     image_bytes = TensorSpec(name=contract.IMAGE_INPUT, data_type=pb.TYPE_STRING, dims=(1,))
     text_bytes = TensorSpec(name=contract.TEXT_INPUT, data_type=pb.TYPE_STRING, dims=(1,))
-    pixels = TensorSpec(name=vision_spec.input_name, data_type=pb.TYPE_FP32, dims=vision_spec.item_shape)
-    ids = TensorSpec(name=text_spec.input_name, data_type=pb.TYPE_INT64, dims=text_spec.item_shape)
+    pixels = TensorSpec(name=vision_spec.input_name, data_type=pb.TYPE_FP32, dims=vision_spec.dims)
+    ids = TensorSpec(name=text_spec.input_name, data_type=pb.TYPE_INT64, dims=text_spec.dims)
     raw = TensorSpec(name=contract.RAW_EMBEDDING, data_type=pb.TYPE_FP32, dims=(dimension,))
     embedding = TensorSpec(name=contract.EMBEDDING_OUTPUT, data_type=pb.TYPE_FP32, dims=(dimension,))
     encoder_source = {Runtime.ONNXRUNTIME_CPU: ONNX_ENCODER, Runtime.TORCH: TORCH_ENCODER}.get(request.runtime)
@@ -294,7 +297,12 @@ def _write_models(
                 text_batching,
                 runtime=request.runtime,
                 precision=request.precision,
-                torch_parameters={**torch_parameters, "modality": "text", "vocab_size": str(text_spec.high)},
+                torch_parameters={
+                    **torch_parameters,
+                    "modality": "text",
+                    "vocab_size": str(text_spec.high),
+                    "max_length": str(text_spec.item_shape[0]),
+                },
             ),
             encoder_source,
         ),
@@ -322,7 +330,7 @@ def _write_query_models(
         return
     batching = replace(request.batching, max_batch_size=request.batching.text_max_batch_size)
     text_bytes = TensorSpec(name=contract.TEXT_INPUT, data_type=pb.TYPE_STRING, dims=(1,))
-    ids = TensorSpec(name=text_spec.input_name, data_type=pb.TYPE_INT64, dims=text_spec.item_shape)
+    ids = TensorSpec(name=text_spec.input_name, data_type=pb.TYPE_INT64, dims=text_spec.dims)
     preprocess = python_model_config(
         names.query_preprocess, [text_bytes], [ids], batching, instances=request.batching.preprocess_instances
     )

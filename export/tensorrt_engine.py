@@ -14,6 +14,7 @@ from pathlib import Path
 from mmembed.export.onnx_graph import TowerSpec
 from mmembed.export.triton_config import Precision
 
+from mmembed.preprocessing import MIN_TEXT_LENGTH
 from mmembed.tensorrt_versions import VERSION_FILE
 
 PLAN_FILE = "model.plan"
@@ -24,8 +25,17 @@ class TensorRTUnavailableError(RuntimeError):
 
 
 def optimization_profile(spec: TowerSpec, max_batch_size: int) -> dict[str, tuple[int, ...]]:
-    """min/opt/max input shapes: every batch size from 1 to MAX_BATCH_SIZE, tuned for half of it."""
+    """min/opt/max input shapes: every batch size from 1 to MAX_BATCH_SIZE, tuned for half of it; for
+    variable-length token ids also every length from MIN_TEXT_LENGTH up, tuned for a short caption's."""
     optimal = max(1, max_batch_size // 2)
+    if spec.variable_length:
+        (longest,) = spec.item_shape
+        shortest = min(MIN_TEXT_LENGTH, longest)
+        return {
+            "min": (1, shortest),
+            "opt": (optimal, min(2 * MIN_TEXT_LENGTH, longest)),
+            "max": (max_batch_size, longest),
+        }
     return {
         "min": (1, *spec.item_shape),
         "opt": (optimal, *spec.item_shape),

@@ -29,6 +29,7 @@ __all__ = [
 ]
 
 SETTINGS_FILE = "preprocessing.json"
+MIN_TEXT_LENGTH = 16  # the shortest padded length with TextSettings.pad_to_longest
 MAX_ASPECT_RATIO = 64  # shortest-edge resizing only: a 1x1,000,000 strip would resize to 512x512,000,000
 
 
@@ -91,6 +92,10 @@ class TextSettings:
     lowercase: bool  # SigLIP was trained on lowercased text; its Gemma tokenizer does not lowercase itself
     # Put before every text (JinaCLIP's retrieval-query instruction in the query ensemble); "" for none.
     prefix: str = ""
+    # Pad each request only to its longest text, rounded up to a power of two (>= MIN_TEXT_LENGTH, at
+    # most max_length), instead of always to max_length: for towers that mask padding out (JinaCLIP).
+    # A 10-token caption then costs 16 positions, not 512; the few lengths keep requests batchable.
+    pad_to_longest: bool = False
     tokenizer_file: str = "tokenizer.json"
     # Text past max_length tokens is truncated, as the model expects; this bounds the tokenizer's work.
     max_text_bytes: int = InputLimits.max_text_bytes
@@ -207,16 +212,32 @@ class TextTokenizer:
         self.settings = settings
         self._tokenizer = Tokenizer.from_file(str(folder / settings.tokenizer_file))
         self._tokenizer.enable_truncation(max_length=settings.max_length)
-        self._tokenizer.enable_padding(length=settings.max_length, pad_id=settings.pad_token_id)
+        if not settings.pad_to_longest:
+            self._tokenizer.enable_padding(length=settings.max_length, pad_id=settings.pad_token_id)
 
     def __call__(self, texts: list[str]) -> np.ndarray:
-        """Token ids [len(texts), max_length] int64; text beyond max_length is truncated."""
+        """Token ids [len(texts), length] int64: length is max_length, or with `pad_to_longest` the
+        padded length of the longest text; text beyond max_length is truncated."""
         if self.settings.prefix:
             texts = [self.settings.prefix + text for text in texts]
         if self.settings.lowercase:
             texts = [text.lower() for text in texts]
-        encodings = self._tokenizer.encode_batch(texts)
-        return np.asarray([encoding.ids for encoding in encodings], dtype=np.int64)
+        encodings = [encoding.ids for encoding in self._tokenizer.encode_batch(texts)]
+        length = padded_length(max(map(len, encodings), default=0), self.settings)
+        ids = np.full((len(encodings), length), self.settings.pad_token_id, dtype=np.int64)
+        for row, tokens in enumerate(encodings):
+            ids[row, : len(tokens)] = tokens
+        return ids
+
+
+def padded_length(longest: int, settings: TextSettings) -> int:
+    """The length a request whose longest text has LONGEST tokens is padded to."""
+    if not settings.pad_to_longest:
+        return settings.max_length
+    bucket = MIN_TEXT_LENGTH
+    while bucket < longest:
+        bucket *= 2
+    return min(bucket, settings.max_length)
 
 
 def decode_text(data: bytes, max_bytes: int) -> str:

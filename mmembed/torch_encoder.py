@@ -139,7 +139,9 @@ def build_encoder(
         options=options,
         gate_report=gate(name, options.precision, _eager(tower, inputs, spec, options), reference),
     )
-    if device.type == "cuda" and options.cuda_graphs:
+    if device.type == "cuda" and options.cuda_graphs and spec.variable_length:
+        encoder.graph_error = "token ids of varying length run eager (--compile fuses them instead)"
+    elif device.type == "cuda" and options.cuda_graphs:
         try:
             _capture_graphs(encoder, inputs)
         except Exception as e:  # slower, never wrong: eager execution passed the gate above

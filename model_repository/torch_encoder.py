@@ -36,12 +36,13 @@ class TritonPythonModel:
         (model_input,) = config["input"]
         self.input_name = model_input["name"]
         self.output_name = parameters["output_name"]
-        spec = TowerSpec(
+        spec = TowerSpec.from_config(
             input_name=self.input_name,
-            input_dtype=torch.float32 if modality == "image" else torch.int64,
-            item_shape=tuple(int(d) for d in model_input["dims"]),
             output_name=self.output_name,
+            modality=modality,
+            dims=tuple(int(d) for d in model_input["dims"]),
             high=int(parameters.get("vocab_size", "0")),
+            max_length=int(parameters.get("max_length", "0")),
         )
         options = EncoderOptions(
             precision=parameters["precision"],

@@ -63,6 +63,28 @@ class TowerSpec:
     item_shape: tuple[int, ...]  # input shape without the batch axis
     output_name: str
     high: int = 0  # exclusive upper bound of integer inputs (token ids); unused for float inputs
+    # Token ids whose length varies per request up to item_shape[0] (TextSettings.pad_to_longest).
+    variable_length: bool = False
+
+    @property
+    def dims(self) -> tuple[int, ...]:
+        """The per-item shape as a Triton config states it: -1 for the varying token axis."""
+        return (-1,) if self.variable_length else self.item_shape
+
+    @classmethod
+    def from_config(
+        cls, *, input_name: str, output_name: str, modality: str, dims: tuple[int, ...], high: int, max_length: int
+    ) -> TowerSpec:
+        """The spec an encoder's Triton config describes; dims (-1,) are token ids up to MAX_LENGTH long."""
+        variable = tuple(dims) == (-1,)
+        return cls(
+            input_name=input_name,
+            input_dtype=torch.float32 if modality == "image" else torch.int64,
+            item_shape=(max_length,) if variable else tuple(dims),
+            output_name=output_name,
+            high=high,
+            variable_length=variable,
+        )
 
     def random_input(self, batch: int, seed: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed(seed)

@@ -12,7 +12,8 @@ import torch
 
 
 def text_config(settings: dict[str, Any]) -> Any:
-    """A JinaEmbeddingsV3Config from the checkpoint's XLM-RoBERTa settings (official key names)."""
+    """A JinaEmbeddingsV3Config from complete XLM-RoBERTa settings (official key names, see
+    `jinaclip2_layout.text_settings_of`)."""
     from transformers import JinaEmbeddingsV3Config
 
     return JinaEmbeddingsV3Config(
@@ -21,14 +22,14 @@ def text_config(settings: dict[str, Any]) -> Any:
         num_hidden_layers=int(settings["num_hidden_layers"]),
         num_attention_heads=int(settings["num_attention_heads"]),
         intermediate_size=int(settings["intermediate_size"]),
-        hidden_act=str(settings.get("hidden_act", "gelu")),
+        hidden_act=str(settings["hidden_act"]),
         max_position_embeddings=int(settings["max_position_embeddings"]),
-        type_vocab_size=int(settings.get("type_vocab_size", 1)),
-        layer_norm_eps=float(settings.get("layer_norm_eps", 1e-5)),
-        pad_token_id=int(settings.get("pad_token_id", 1)),
-        bos_token_id=int(settings.get("bos_token_id", 0)),
-        eos_token_id=int(settings.get("eos_token_id", 2)),
-        rope_parameters={"rope_type": "default", "rope_theta": float(settings.get("rotary_emb_base", 20000.0))},
+        type_vocab_size=int(settings["type_vocab_size"]),
+        layer_norm_eps=float(settings["layer_norm_eps"]),
+        pad_token_id=int(settings["pad_token_id"]),
+        bos_token_id=int(settings["bos_token_id"]),
+        eos_token_id=int(settings["eos_token_id"]),
+        rope_parameters={"rope_type": "default", "rope_theta": float(settings["rotary_emb_base"])},
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
     )

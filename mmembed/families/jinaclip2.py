@@ -237,7 +237,8 @@ def image_settings(checkpoint: Path) -> ImageSettings:
 
 
 def text_settings(checkpoint: Path) -> TextSettings:
-    """Token ids with `<s>`/`</s>`, padded with the tokenizer's pad id (which the tower masks out)."""
+    """Token ids with `<s>`/`</s>`, padded with the tokenizer's pad id, which the tower masks out: so
+    each request is padded only as far as its longest text needs."""
     from tokenizers import Tokenizer
 
     settings = layout.text_settings_of(read_json(checkpoint, "config.json"))
@@ -249,7 +250,7 @@ def text_settings(checkpoint: Path) -> TextSettings:
     if pad_id is None or pad_id != int(settings.get("pad_token_id", 1)):
         raise CheckpointError(f"tokenizer pad token {pad_token!r} (id {pad_id}) is not the model's pad_token_id")
     max_length = min(MAX_TEXT_TOKENS, int(settings["max_position_embeddings"]) - 2)
-    return TextSettings(max_length=max_length, pad_token_id=pad_id, lowercase=False)
+    return TextSettings(max_length=max_length, pad_token_id=pad_id, lowercase=False, pad_to_longest=True)
 
 
 def query_instruction(checkpoint: Path) -> str:

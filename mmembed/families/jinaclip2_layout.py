@@ -115,12 +115,39 @@ def vision_config(config: dict[str, Any]) -> Eva02Config:
         raise CheckpointError(f"JinaCLIP vision_config lacks {e}") from None
 
 
+# The official text tower starts from the config of its `hf_model_name_or_path` (jinaai/jina-embeddings-v3,
+# fetched from the hub at load) and updates it with `text_config.hf_model_config_kwargs`. These are that
+# base config's values, so an official folder needs no second download; every size in them is checked
+# against the weights' shapes at load.
+JINA_EMBEDDINGS_V3_BASE: dict[str, Any] = {
+    "vocab_size": 250002,
+    "hidden_size": 1024,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "intermediate_size": 4096,
+    "hidden_act": "gelu",
+    "max_position_embeddings": 8194,
+    "type_vocab_size": 1,
+    "layer_norm_eps": 1e-5,
+    "pad_token_id": 1,
+    "bos_token_id": 0,
+    "eos_token_id": 2,
+    "position_embedding_type": "rotary",
+    "rotary_emb_base": 20000.0,
+    "lora_rank": 4,
+    "lora_alpha": 1,
+}
+
+
 def text_settings_of(config: dict[str, Any]) -> dict[str, Any]:
-    """The XLM-RoBERTa settings (`text_config.hf_model_config_kwargs`)."""
+    """The XLM-RoBERTa settings: the jina-embeddings-v3 base updated with `hf_model_config_kwargs`."""
     text = config.get("text_config") or {}
     if text.get("pooler_type", "mean_pooler") != "mean_pooler" or text.get("proj_type") is not None:
         raise CheckpointError("only JinaCLIP text towers with mean pooling and no projection are supported")
-    settings: dict[str, Any] = text.get("hf_model_config_kwargs") or {}
+    base = text.get("hf_model_name_or_path", "jinaai/jina-embeddings-v3")
+    if not str(base).rstrip("/").endswith("jina-embeddings-v3"):
+        raise CheckpointError(f"text tower base {base!r} is not jina-embeddings-v3, the only one supported")
+    settings: dict[str, Any] = {**JINA_EMBEDDINGS_V3_BASE, **(text.get("hf_model_config_kwargs") or {})}
     if settings.get("position_embedding_type", "rotary") != "rotary":
         raise CheckpointError("only the rotary-position Jina XLM-RoBERTa text tower is supported")
     return settings
@@ -199,11 +226,10 @@ def lora_adapter(config: dict[str, Any], state: dict[str, torch.Tensor]) -> tupl
     if task not in adaptations:
         raise CheckpointError(f"default_lora_task {task!r} is not one of lora_adaptations {adaptations}")
     ranks = {t.shape[-2] for k, t in state.items() if k.endswith(_LORA_A) and "_embeddings" not in k}
-    rank = int(settings.get("lora_rank", next(iter(ranks), 4)))
+    rank = int(settings["lora_rank"])
     if ranks and ranks != {rank}:
         raise CheckpointError(f"lora_rank {rank} does not match the LoRA tensors' rank {sorted(ranks)}")
-    alpha = float(settings.get("lora_alpha", rank))
-    return adaptations.index(task), alpha / rank
+    return adaptations.index(task), float(settings["lora_alpha"]) / rank
 
 
 def _map_tower(
@@ -223,17 +249,18 @@ def _map_tower(
         mapped.update(result)
     expected = module.state_dict()
     missing = sorted(set(expected) - set(mapped))
+    unknown += sorted(set(mapped) - set(expected))
     if unknown:
         raise CheckpointError(f"{what}: {len(unknown)} unknown keys, e.g. {', '.join(sorted(unknown)[:5])}")
     if missing:
         raise CheckpointError(f"{what}: {len(missing)} weights missing, e.g. {', '.join(missing[:5])}")
-    for name, tensor in mapped.items():
-        if name not in expected:
-            raise CheckpointError(f"{what}: {name} is not a weight of the tower")
-        if tuple(tensor.shape) != tuple(expected[name].shape):
-            raise CheckpointError(
-                f"{what}: {name} has shape {tuple(tensor.shape)}, the config implies {tuple(expected[name].shape)}"
-            )
+    misfits = [
+        f"{name} has shape {tuple(tensor.shape)}, the config implies {tuple(expected[name].shape)}"
+        for name, tensor in mapped.items()
+        if tuple(tensor.shape) != tuple(expected[name].shape)
+    ]
+    if misfits:
+        raise CheckpointError(f"{what}: {len(misfits)} weights do not fit the config, e.g. {misfits[0]}")
     module.load_state_dict({k: v.float() for k, v in mapped.items()}, strict=True)
 
 

@@ -3,6 +3,7 @@ many scripts, truncation, queries vs documents, Matryoshka sizes, bad input."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +84,19 @@ def test_long_text_is_truncated_as_the_model_expects(
     np.testing.assert_allclose(served, _reference_texts(jina_checkpoint, reference, [long_text]), atol=1e-4)
     tokenizer = TextTokenizer(FAMILY.text_settings(jina_checkpoint), jina_checkpoint)
     assert (tokenizer([long_text]) != 1).all()  # it did fill the whole window
+
+
+@pytest.mark.parametrize("model", [JINA_MODEL, JINA_TORCH_MODEL])
+def test_concurrent_requests_of_different_lengths(server: TritonServer, model: str) -> None:
+    """Each request is padded to its own longest text (16, 32 or 64 tokens here): sent at once, requests of
+    different lengths must each still get exactly what they get alone."""
+    texts = ["a cat", "cat " * 10, "一只猫 " * 30, "🐱", "fotos de gatos " * 3, "a dog"]
+    with EmbeddingClient(server.grpc_url) as client:
+        alone = [client.embed_texts(model, [text])[0] for text in texts]
+        with ThreadPoolExecutor(len(texts)) as pool:
+            together = list(pool.map(lambda text: client.embed_texts(model, [text])[0], texts * 3))
+    for index, vector in enumerate(together):
+        np.testing.assert_allclose(vector, alone[index % len(texts)], atol=1e-5)
 
 
 def test_queries_get_the_instruction_documents_do_not(

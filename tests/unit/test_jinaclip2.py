@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +34,11 @@ def _pixels(checkpoint: Path, count: int = 3) -> torch.Tensor:
     return torch.from_numpy(np.stack([preprocess_image(image, settings) for image in images]))
 
 
-def _ids(checkpoint: Path, texts: list[str]) -> torch.Tensor:
-    return torch.from_numpy(TextTokenizer(FAMILY.text_settings(checkpoint), checkpoint)(texts))
+def _ids(checkpoint: Path, texts: list[str], *, full_length: bool = False) -> torch.Tensor:
+    settings = FAMILY.text_settings(checkpoint)
+    if full_length:
+        settings = replace(settings, pad_to_longest=False)
+    return torch.from_numpy(TextTokenizer(settings, checkpoint)(texts))
 
 
 TEXTS = ["a photo of a cat", "一只猫的照片", "صورة قطة", "एक बिल्ली की तस्वीर", "🐱🐶 cat and dog"]
@@ -119,6 +123,22 @@ def test_unsupported_variants_are_refused(jina_checkpoint: Path, tmp_path: Path)
         FAMILY.load_towers(folder)
 
 
+def test_text_settings_default_to_the_jina_embeddings_v3_base(jina_checkpoint: Path, tmp_path: Path) -> None:
+    """The official model takes its text architecture from jina-embeddings-v3's config, updated with
+    `hf_model_config_kwargs`; a setting the folder leaves out takes that base value, and the weights'
+    shapes then say whether it fits."""
+    folder = tmp_path / "c"
+    shutil.copytree(jina_checkpoint, folder)
+    config = json.loads((folder / "config.json").read_text())
+    del config["text_config"]["hf_model_config_kwargs"]["hidden_size"]
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(
+        CheckpointError,
+        match=r"text_model: \d+ weights do not fit the config, e\.g\. .* \(64,\), the config implies \(1024,\)",
+    ):
+        FAMILY.load_towers(folder)
+
+
 def test_sharded_checkpoints_load_the_same(jina_checkpoint: Path, tmp_path: Path) -> None:
     folder = tmp_path / "sharded"
     shutil.copytree(jina_checkpoint, folder)
@@ -195,6 +215,20 @@ def test_tokenizer_handles_many_scripts_and_truncates_keeping_the_end_token(jina
     assert ids[-1, -1] == 2  # a truncated text still ends with </s>
 
 
+def test_requests_are_padded_to_their_longest_text_in_power_of_two_steps(jina_checkpoint: Path) -> None:
+    """Padding is masked out, so it is cut to what each request needs: 16, 32 or 64 positions here."""
+    settings = FAMILY.text_settings(jina_checkpoint)
+    assert settings.pad_to_longest
+    assert _ids(jina_checkpoint, ["a cat"]).shape == (1, 16)
+    assert _ids(jina_checkpoint, ["a cat", "cat " * 10]).shape == (2, 32)
+    assert _ids(jina_checkpoint, ["cat " * 500]).shape == (1, 64)
+    short, full = _ids(jina_checkpoint, TEXTS), _ids(jina_checkpoint, TEXTS, full_length=True)
+    assert torch.equal(full[:, : short.shape[1]], short) and (full[:, short.shape[1] :] == 1).all()
+    tower = FAMILY.load_towers(jina_checkpoint).text
+    with torch.no_grad():
+        assert row_cosines(tower(short).numpy(), tower(full).numpy()).min() >= 0.99999
+
+
 def test_query_instruction_comes_from_the_config(jina_checkpoint: Path) -> None:
     assert FAMILY.query_instruction(jina_checkpoint) == "Represent the query for retrieving evidence documents: "
     assert get_family("siglip2").query_instruction(jina_checkpoint) is None
@@ -259,7 +293,7 @@ def test_reduced_precision_towers_pass_their_gates(jina_checkpoint: Path, precis
                 output_name="embedding",
                 high=towers.vocab_size,
             ),
-            _ids(jina_checkpoint, TEXTS),
+            _ids(jina_checkpoint, TEXTS, full_length=True),
         ),
     }
     for modality, (tower, spec, real) in specs.items():

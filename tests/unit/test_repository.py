@@ -160,6 +160,14 @@ def test_tensorrt_profile_covers_batch_one_to_max() -> None:
     )
     profile = optimization_profile(spec, 128)
     assert profile == {"min": (1, 3, 512, 512), "opt": (64, 3, 512, 512), "max": (128, 3, 512, 512)}
+    text = TowerSpec(
+        input_name="input_ids",
+        input_dtype=torch.int64,
+        item_shape=(512,),
+        output_name="embedding",
+        variable_length=True,
+    )
+    assert optimization_profile(text, 256) == {"min": (1, 16), "opt": (128, 32), "max": (256, 512)}
 
 
 def test_unsupported_precision_is_refused_before_any_work(checkpoint: Path, tmp_path: Path) -> None:
