@@ -62,8 +62,10 @@ class JinaReference:
                 hidden, (hidden.shape[-1],), s[b + "mlp.ffn_ln.weight"], s[b + "mlp.ffn_ln.bias"], 1e-6
             )
             x = x + hidden @ s[b + "mlp.w3.weight"].T + s[b + "mlp.w3.bias"]
-        x = F.layer_norm(x, (width,), s[p + "norm.weight"], s[p + "norm.bias"], 1e-6)
-        return x[:, 0]
+        x = F.layer_norm(x, (width,), s[p + "norm.weight"], s[p + "norm.bias"], 1e-6)[:, 0]
+        if p + "head.weight" in s:
+            x = F.linear(x, s[p + "head.weight"], s.get(p + "head.bias"))
+        return x
 
     @staticmethod
     def _eva_rotation(grid: int, head: int, trained_grid: int) -> torch.Tensor:

@@ -3,7 +3,8 @@
 Pre-norm blocks; attention with separate q/k/v projections (bias on q and v only), 2D rotary position
 embedding on the patch tokens (not the class token), and a LayerNorm on the attention output ("sub-LN");
 SwiGLU MLP with a LayerNorm before its output projection; final LayerNorm and the class token as the
-embedding. Attention runs through SDPA, so the graph exports as plain ONNX ops.
+embedding (through a Linear head if the checkpoint has one). Attention runs through SDPA, so the graph
+exports as plain ONNX ops.
 """
 
 from __future__ import annotations
@@ -29,6 +30,13 @@ class Eva02Config:
     mlp_ratio: float
     pt_hw_seq_len: int  # the grid side the rotary frequencies were trained at
     intp_freq: bool  # stretch those frequencies over this image size's grid
+    # A Linear head after the pooled token (EVA-CLIP's `head`), when the checkpoint has one.
+    head_dim: int | None = None
+    head_bias: bool = False
+
+    @property
+    def output_dim(self) -> int:
+        return self.head_dim or self.width
 
     @property
     def heads(self) -> int:
@@ -135,6 +143,9 @@ class Eva02VisionTower(nn.Module):
         self.position_embedding = nn.Parameter(torch.zeros(1, 1 + config.grid**2, width))
         self.blocks = nn.ModuleList(Eva02Block(config) for _ in range(config.layers))
         self.norm = nn.LayerNorm(width, eps=LAYER_NORM_EPS)
+        self.head: nn.Module = (
+            nn.Linear(width, config.head_dim, bias=config.head_bias) if config.head_dim else nn.Identity()
+        )
         cos, sin = rotary_tables(config)
         self.register_buffer("rotary_cos", cos, persistent=False)
         self.register_buffer("rotary_sin", sin, persistent=False)
@@ -146,5 +157,5 @@ class Eva02VisionTower(nn.Module):
         cos, sin = self.rotary_cos.to(x.dtype), self.rotary_sin.to(x.dtype)
         for block in self.blocks:
             x = block(x, cos, sin)
-        embedding: torch.Tensor = self.norm(x)[:, 0]
+        embedding: torch.Tensor = self.head(self.norm(x)[:, 0])
         return embedding

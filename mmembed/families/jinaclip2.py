@@ -267,7 +267,7 @@ def load_towers(checkpoint: Path) -> Towers:
     return Towers(
         vision=vision,
         text=text,
-        dimension=vision.config.width,
+        dimension=vision.config.output_dim,
         vocab_size=int(text.encoder.config.vocab_size),
     )
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,8 @@ _VISION_NAMES: dict[str, str] = {
     "pos_embed": "position_embedding",
     "norm.weight": "norm.weight",
     "norm.bias": "norm.bias",
+    "head.weight": "head.weight",
+    "head.bias": "head.bias",
     "blocks.N.norm1.weight": "blocks.N.attention_norm.weight",
     "blocks.N.norm1.bias": "blocks.N.attention_norm.bias",
     "blocks.N.attn.q_proj.weight": "blocks.N.attention.query.weight",
@@ -266,6 +269,8 @@ def _map_tower(
 
 def load_vision(config: dict[str, Any], state: dict[str, torch.Tensor]) -> Eva02VisionTower:
     eva = vision_config(config)
+    if "head.weight" in state:  # EVA-CLIP builds a Linear head when num_classes > 0; published configs imply none
+        eva = replace(eva, head_dim=int(state["head.weight"].shape[0]), head_bias="head.bias" in state)
     tower = Eva02VisionTower(eva)
     cos, sin = rotary_tables(eva)
 
@@ -320,7 +325,13 @@ def load_official_towers(folder: Path) -> tuple[Eva02VisionTower, JinaTextTower,
         raise CheckpointError(f"{len(stray)} unknown keys in {folder}, e.g. {', '.join(sorted(stray)[:5])}")
     adapter, scaling = lora_adapter(config, groups["text"])
     text_state = merge_lora(groups["text"], adapter, scaling)
-    return load_vision(config, groups["vision"]), load_text(config, text_state), config
+    vision, text = load_vision(config, groups["vision"]), load_text(config, text_state)
+    if vision.config.output_dim != text.encoder.config.hidden_size:
+        raise CheckpointError(
+            f"image embeddings are {vision.config.output_dim}-d but text embeddings "
+            f"{text.encoder.config.hidden_size}-d: not one embedding space"
+        )
+    return vision, text, config
 
 
 def official_state_dict(

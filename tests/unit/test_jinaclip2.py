@@ -81,9 +81,30 @@ def _with_state(checkpoint: Path, folder: Path, change: dict[str, torch.Tensor |
 
 
 def test_unknown_keys_are_an_error(jina_checkpoint: Path, tmp_path: Path) -> None:
-    folder = _with_state(jina_checkpoint, tmp_path / "c", {"vision_model.head.weight": torch.zeros(64, 64)})
-    with pytest.raises(CheckpointError, match=r"vision_model: 1 unknown keys, e\.g\. head\.weight"):
+    key = "vision_model.blocks.0.attn.relative_position_bias_table"
+    folder = _with_state(jina_checkpoint, tmp_path / "c", {key: torch.zeros(10, 4)})
+    with pytest.raises(CheckpointError, match=r"vision_model: 1 unknown keys, e\.g\. blocks\.0\.attn\.relative_"):
         FAMILY.load_towers(folder)
+
+
+def test_a_vision_head_in_the_checkpoint_is_applied(jina_checkpoint: Path, tmp_path: Path) -> None:
+    """EVA-CLIP builds a Linear head when asked for classes; the published config implies none, but a
+    checkpoint that has one gets it, and one that maps to another width than the text is refused."""
+    generator = torch.Generator().manual_seed(3)
+    head = {
+        "vision_model.head.weight": torch.randn(64, 64, generator=generator) / 8,
+        "vision_model.head.bias": torch.randn(64, generator=generator),
+    }
+    folder = _with_state(jina_checkpoint, tmp_path / "head", head)
+    pixels = _pixels(jina_checkpoint)
+    with torch.no_grad():
+        served = FAMILY.load_towers(folder).vision(pixels).numpy()
+        plain = FAMILY.load_towers(jina_checkpoint).vision(pixels).numpy()
+        expected = JinaReference(folder).image(pixels).numpy()
+    assert row_cosines(served, expected).min() >= 0.9999 and row_cosines(served, plain).max() < 0.99
+    narrow = _with_state(jina_checkpoint, tmp_path / "narrow", {"vision_model.head.weight": torch.zeros(32, 64)})
+    with pytest.raises(CheckpointError, match="image embeddings are 32-d but text embeddings 64-d"):
+        FAMILY.load_towers(narrow)
 
 
 def test_missing_keys_are_an_error(jina_checkpoint: Path, tmp_path: Path) -> None:
