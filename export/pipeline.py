@@ -169,7 +169,8 @@ def export_model(request: ExportRequest, log: Callable[[str], None] = print) -> 
             if target.exists():
                 shutil.rmtree(target)
             folder.rename(target)
-    log(f"wrote {len(report.models)} models to {request.repository}: ensembles {names.image}, {names.text}")
+    ensembles = [name for name in (names.image, names.text, names.query) if name in report.models]
+    log(f"wrote {len(report.models)} models to {request.repository}: ensembles {', '.join(ensembles)}")
     return report
 
 
