@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# The main job, step by step: checkpoint -> export -> serve -> embed. Pass CHECKPOINT=DIR to use a real
-# SigLIP-2 checkpoint folder (e.g. google/siglip2-so400m-patch16-512) instead of a tiny random one.
+# The main job, step by step: checkpoint -> export -> serve -> embed. FAMILY=jinaclip2 runs JinaCLIP-v2
+# instead of SigLIP-2; CHECKPOINT=DIR uses a real checkpoint folder (e.g. google/siglip2-so400m-patch16-512
+# or jinaai/jina-clip-v2) instead of a tiny random one.
 set -euo pipefail
 WORK=${WORK:-work}
-CHECKPOINT=${CHECKPOINT:-$WORK/siglip2-tiny}
+FAMILY=${FAMILY:-siglip2}
+CHECKPOINT=${CHECKPOINT:-$WORK/$FAMILY-tiny}
 GRPC_PORT=${GRPC_PORT:-8001}
 
 if [ ! -f "$CHECKPOINT/config.json" ]; then
-  mmembed checkpoint siglip2 --size tiny --out "$CHECKPOINT"
+  mmembed checkpoint "$FAMILY" --size tiny --out "$CHECKPOINT"
 fi
-mmembed export siglip2 --checkpoint "$CHECKPOINT" --repository "$WORK/repository"
+mmembed export "$FAMILY" --checkpoint "$CHECKPOINT" --repository "$WORK/repository"
 
 mmembed serve --repository "$WORK/repository" --grpc-port "$GRPC_PORT" --http-port $((GRPC_PORT - 1)) \
   --metrics-port $((GRPC_PORT + 1)) > "$WORK/serve.out" 2>&1 &
@@ -21,7 +23,7 @@ until grep -q "Ctrl-C stops" "$WORK/serve.out"; do
 done
 cat "$WORK/serve.out"
 
-python - "$GRPC_PORT" "$WORK/sunset.jpg" <<'PY'
+python - "$GRPC_PORT" "$WORK/sunset.jpg" "$FAMILY" <<'PY'
 import sys
 
 import numpy as np
@@ -29,13 +31,13 @@ from PIL import Image
 
 from mmembed import EmbeddingClient
 
-port, path = sys.argv[1], sys.argv[2]
+port, path, model = sys.argv[1], sys.argv[2], sys.argv[3]
 sky = np.linspace([255, 140, 40], [40, 60, 160], 480).astype(np.uint8)  # an orange-to-blue sky
 Image.fromarray(np.repeat(sky[:, None, :], 640, axis=1)).save(path, quality=90)
 
 with EmbeddingClient(f"localhost:{port}") as client:
-    image = client.embed_images("siglip2", [path])
-    text = client.embed_texts("siglip2", ["a photo of a sunset over the sea"])
+    image = client.embed_images(model, [path])
+    text = client.embed_texts(model, ["a photo of a sunset over the sea"])
 print(f"image {path}: embedding shape {image.shape}, L2 norm {np.linalg.norm(image):.4f}")
 print(f"text: embedding shape {text.shape}, L2 norm {np.linalg.norm(text):.4f}")
 print(f"cosine(image, text) = {float(image[0] @ text[0]):.4f}")
