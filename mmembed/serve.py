@@ -183,8 +183,22 @@ def _check_tensorrt_plans(repository: Path) -> None:
         raise ServeError(str(e)) from None
 
 
+# Exec'd in front of tritonserver: Linux's parent-death signal makes the server get SIGTERM when the
+# process that started it dies without stopping it (kill -9, the OOM killer), so no server is left
+# holding its ports and GPU memory. It survives exec; preexec_fn would do the same but is unsafe with
+# threads. The check of the parent pid closes the race of a parent that died before the prctl.
+_DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGTERM); "
+    "os.getppid() == int(sys.argv[1]) or sys.exit(1); os.execv(sys.argv[2], sys.argv[2:])"
+)
+
+
 class TritonServer:
-    """A running tritonserver; use as a context manager, or call start() and stop()."""
+    """A running tritonserver; use as a context manager, or call start() and stop().
+
+    The server is stopped if this process dies, and also when the thread that started it ends (the
+    kernel ties the parent-death signal to that thread): start it from a thread that outlives it.
+    """
 
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
@@ -232,7 +246,7 @@ class TritonServer:
             command.append(f"--backend-directory={_prepare_wheel_backends(install, workdir)}")
         with open(self.log_file, "wb") as log:
             self._process = subprocess.Popen(
-                command,
+                [sys.executable, "-I", "-c", _DIE_WITH_PARENT, str(os.getpid()), *command],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=_stub_environment(install, self.settings.stub_python),

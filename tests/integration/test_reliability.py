@@ -26,7 +26,7 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from mmembed.families import get_family
-from mmembed.processes import group_members
+from mmembed.processes import group_members, wait_for_group_exit
 from mmembed.sample_images import synthetic_jpeg
 from mmembed.serve import ServerSettings, TritonServer
 
@@ -238,6 +238,32 @@ def test_stop_leaves_no_process_behind(checkpoint: Path, tmp_path: Path) -> None
     group = server._process.pid if server._process else 0
     assert len(group_members(group)) >= 6  # the server and its stubs
     server.stop()
+    assert group_members(group) == []
+
+
+def test_a_killed_parent_takes_its_server_along(checkpoint: Path, tmp_path: Path) -> None:
+    """kill -9 (or the OOM killer) on the process that started the server runs no cleanup; the server
+    and its stubs must still go, not keep the ports and the memory."""
+    import subprocess
+    import sys
+
+    repository = tmp_path / "repository"
+    export_model(
+        ExportRequest(family=get_family("siglip2"), checkpoint=checkpoint, repository=repository, name=MODEL),
+        log=lambda line: None,
+    )
+    script = (
+        "import sys, time; from pathlib import Path; from mmembed.serve import ServerSettings, TritonServer; "
+        "server = TritonServer(ServerSettings.on_free_ports(Path(sys.argv[1]))); server.start(); "
+        "print(server._process.pid, flush=True); time.sleep(600)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script, str(repository)], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    group = int(parent.stdout.readline())
+    assert len(group_members(group)) >= 6  # the server and its stubs
+    parent.kill()
+    parent.wait()
+    wait_for_group_exit(group, timeout_s=60)
     assert group_members(group) == []
 
 
