@@ -22,6 +22,7 @@ import sysconfig
 import tempfile
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -191,13 +192,15 @@ _DIE_WITH_PARENT = (
     "import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGTERM); "
     "os.getppid() == int(sys.argv[1]) or sys.exit(1); os.execv(sys.argv[2], sys.argv[2:])"
 )
+# The kernel sends that signal when the *thread* that forked the server ends, not only the process:
+# every server is forked from this one thread, which lives as long as the process.
+_SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmembed-spawner")
 
 
 class TritonServer:
     """A running tritonserver; use as a context manager, or call start() and stop().
 
-    The server is stopped if this process dies, and also when the thread that started it ends (the
-    kernel ties the parent-death signal to that thread): start it from a thread that outlives it.
+    The server also stops if this process dies without stopping it (see _DIE_WITH_PARENT).
     """
 
     def __init__(self, settings: ServerSettings) -> None:
@@ -245,13 +248,14 @@ class TritonServer:
         if install.backend_dir is not None:
             command.append(f"--backend-directory={_prepare_wheel_backends(install, workdir)}")
         with open(self.log_file, "wb") as log:
-            self._process = subprocess.Popen(
+            self._process = _SPAWNER.submit(
+                subprocess.Popen,
                 [sys.executable, "-I", "-c", _DIE_WITH_PARENT, str(os.getpid()), *command],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=_stub_environment(install, self.settings.stub_python),
                 start_new_session=True,  # Ctrl-C reaches us, and we stop the server in order
-            )
+            ).result()
         try:
             self._wait_until_ready()
         except BaseException:
