@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from mmembed.export.onnx_graph import check_parity, export_tower
-from mmembed.export.tensorrt_engine import build_engine
+from mmembed.export.tensorrt_engine import build_engine, optimization_profile
 from mmembed.export.triton_config import (
     GPU_INPUTS,
     SUPPORTED_PRECISIONS,
@@ -287,6 +287,7 @@ def _write_models(
                 runtime=request.runtime,
                 precision=request.precision,
                 torch_parameters={**torch_parameters, "modality": "image"},
+                profile=optimization_profile(vision_spec, batching.max_batch_size),
             ),
             encoder_source,
         ),
@@ -304,6 +305,7 @@ def _write_models(
                     "vocab_size": str(text_spec.high),
                     "max_length": str(text_spec.item_shape[0]),
                 },
+                profile=optimization_profile(text_spec, text_batching.max_batch_size),
             ),
             encoder_source,
         ),

@@ -161,10 +161,13 @@ def encoder_config(
     runtime: Runtime,
     precision: Precision,
     torch_parameters: dict[str, str] | None = None,
+    profile: dict[str, tuple[int, ...]] | None = None,
 ) -> pb.ModelConfig:
     """The encoder step for RUNTIME; its tensor names are the exported graph's.
 
-    TORCH_PARAMETERS (runtime torch only) tell the Python model its family, modality and device."""
+    TORCH_PARAMETERS (runtime torch only) tell the Python model its family, modality and device.
+    PROFILE (runtime onnxruntime, fp16) is the TensorRT optimization profile: min/opt/max input shapes,
+    batch axis included (`tensorrt_engine.optimization_profile`)."""
     if runtime is Runtime.TORCH:
         parameters = dict(torch_parameters or {})
         gpu = parameters.get("device") == "cuda"
@@ -195,16 +198,18 @@ def encoder_config(
         return config
     config.platform = "onnxruntime_onnx"
     if precision is Precision.FP16:
+        if profile is None:
+            raise ValueError("onnxruntime fp16 runs through TensorRT: give its optimization profile")
         accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
-        item = "x".join(str(d) for d in input_spec.dims)
         accelerator.parameters.update(
             {
                 "precision_mode": "FP16",
                 "trt_engine_cache_enable": "1",
                 "trt_layer_norm_fp32_fallback": "1",
-                "trt_profile_min_shapes": f"{input_spec.name}:1x{item}",
-                "trt_profile_opt_shapes": f"{input_spec.name}:{max(1, options.max_batch_size // 2)}x{item}",
-                "trt_profile_max_shapes": f"{input_spec.name}:{options.max_batch_size}x{item}",
+                **{
+                    f"trt_profile_{key}_shapes": f"{input_spec.name}:{'x'.join(map(str, profile[key]))}"
+                    for key in ("min", "opt", "max")
+                },
             }
         )
     return config

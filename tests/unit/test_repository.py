@@ -134,8 +134,17 @@ def test_encoder_configs_per_runtime(runtime: Runtime, precision: Precision, pla
         assert config.parameters["precision"].string_value == "bf16"
 
 
-def test_onnxruntime_fp16_uses_the_tensorrt_accelerator_with_profiles() -> None:
-    ids = TensorSpec(name="input_ids", data_type=pb.TYPE_INT64, dims=(64,))
+@pytest.mark.parametrize("variable_length", [False, True])
+def test_onnxruntime_fp16_uses_the_tensorrt_accelerator_with_profiles(variable_length: bool) -> None:
+    """Fixed-length ids (SigLIP-2) get one length; JinaCLIP's per-request lengths get 16 up to 64."""
+    spec = TowerSpec(
+        input_name="input_ids",
+        input_dtype=torch.int64,
+        item_shape=(64,),
+        output_name="embedding",
+        variable_length=variable_length,
+    )
+    ids = TensorSpec(name="input_ids", data_type=pb.TYPE_INT64, dims=spec.dims)
     raw = TensorSpec(name="embedding", data_type=pb.TYPE_FP32, dims=(64,))
     config = encoder_config(
         "m",
@@ -144,11 +153,14 @@ def test_onnxruntime_fp16_uses_the_tensorrt_accelerator_with_profiles() -> None:
         BatchingOptions(max_batch_size=32),
         runtime=Runtime.ONNXRUNTIME,
         precision=Precision.FP16,
+        profile=optimization_profile(spec, 32),
     )
     accelerator = parse_pbtxt(to_pbtxt(config)).optimization.execution_accelerators.gpu_execution_accelerator[0]
     assert accelerator.name == "tensorrt"
     assert accelerator.parameters["precision_mode"] == "FP16"
     assert accelerator.parameters["trt_profile_max_shapes"] == "input_ids:32x64"
+    shortest = "input_ids:1x16" if variable_length else "input_ids:1x64"
+    assert accelerator.parameters["trt_profile_min_shapes"] == shortest
 
 
 def test_tensorrt_profile_covers_batch_one_to_max() -> None:
