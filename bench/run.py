@@ -82,6 +82,10 @@ class BenchResult:
     server_logs: dict[str, str] = field(default_factory=dict)
 
 
+# Steps whose reference is transformers' own SigLIP (JinaCLIP-v2 has none that current transformers runs).
+SIGLIP2_ONLY_STEPS = ("smoke", "baseline")
+
+
 def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print) -> BenchResult:
     family = get_family(config.family)
     cuda = config.device == "cuda"
@@ -91,6 +95,9 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print) -> Be
         machine=_machine(cuda), date=date.today().isoformat(), config={k: str(v) for k, v in asdict(config).items()}
     )
     clock = _Clock(result, log)
+    if config.family != "siglip2" and not set(SIGLIP2_ONLY_STEPS) <= set(config.skip):
+        log(f"steps {', '.join(SIGLIP2_ONLY_STEPS)} compare with transformers' SigLIP: skipped for {config.family}")
+        config = replace(config, skip=(*config.skip, *SIGLIP2_ONLY_STEPS))
     if "smoke" not in config.skip:
         with clock("smoke test (tiny, served vs transformers)"):
             _smoke(config, result, log)

@@ -32,3 +32,26 @@ def test_bench_rehearsal_on_the_cpu(tmp_path: Path) -> None:
     assert result.fast_jpeg_min_cosine >= 0.999
     report = table(result)
     assert "| served end to end (Triton, gRPC) | bf16 |" in report and "| encoder alone" in report
+
+
+def test_bench_rehearsal_for_jinaclip2_skips_the_siglip_only_steps(tmp_path: Path) -> None:
+    config = BenchConfig(
+        work_dir=tmp_path,
+        family="jinaclip2",
+        size="tiny",
+        device="cpu",
+        precisions=("bf16",),
+        seconds=2.0,
+        processes=1,
+        threads=2,
+        preprocess_instances=1,
+        encoder_instances=1,
+        corpus_size=4,
+        skip=("preprocess",),
+    )
+    lines: list[str] = []
+    result = run_benchmark(config, log=lines.append)
+    assert result.errors == {}, result.errors
+    assert "steps smoke, baseline compare with transformers' SigLIP: skipped for jinaclip2" in lines
+    assert result.baseline == {} and result.encoder["bf16"]["text"] > 0
+    assert result.served["bf16 text"]["items_per_s"] > 0 and result.served["bf16 text"]["failures"] == {}
