@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from mmembed.families.jinaclip2_layout import read_state_dict
+from mmembed.families.jinaclip2_layout import read_state_dict, text_settings_of
 
 VISION = "vision_model."
 TEXT = "text_model.transformer.roberta."
@@ -26,8 +26,9 @@ class JinaReference:
 
         self.config: dict[str, Any] = json.loads((checkpoint / "config.json").read_text())
         self.state = {k: v.float() for k, v in read_state_dict(checkpoint).items()}
-        text = self.config["text_config"]["hf_model_config_kwargs"]
-        self.lora_scale = text["lora_alpha"] / text["lora_rank"]
+        # The jina-embeddings-v3 base config, updated with the checkpoint's own text settings.
+        self.text_config = text_settings_of(self.config)
+        self.lora_scale = self.text_config["lora_alpha"] / self.text_config["lora_rank"]
 
     # --- vision: EVA02 ---------------------------------------------------------------------------
 
@@ -90,7 +91,7 @@ class JinaReference:
         return s[base + "original"] + delta * self.lora_scale
 
     def text(self, ids: torch.Tensor) -> torch.Tensor:
-        cfg = self.config["text_config"]["hf_model_config_kwargs"]
+        cfg = self.text_config
         s, p = self.state, TEXT
         width, heads = cfg["hidden_size"], cfg["num_attention_heads"]
         head = width // heads

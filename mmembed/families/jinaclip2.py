@@ -68,15 +68,9 @@ def _config(vision: dict[str, Any], text: dict[str, Any], dimensions: list[int])
             "pooler_type": "mean_pooler",
             "proj_type": None,
             "proj_bias": False,
+            # Only what differs from the jina-embeddings-v3 base (layout.JINA_EMBEDDINGS_V3_BASE), as in
+            # the official file: the sizes (for tiny), the adapter, the instruction.
             "hf_model_config_kwargs": {
-                "hidden_act": "gelu",
-                "type_vocab_size": 1,
-                "layer_norm_eps": 1e-5,
-                "pad_token_id": 1,
-                "bos_token_id": 0,
-                "eos_token_id": 2,
-                "position_embedding_type": "rotary",
-                "rotary_emb_base": 20000.0,
                 "lora_adaptations": ["retrieval.query"],
                 "lora_rank": 4,
                 "lora_alpha": 4,

@@ -8,9 +8,11 @@ from mmembed.bench.report import table
 from mmembed.bench.run import BenchConfig, run_benchmark
 
 
-def test_bench_rehearsal_on_the_cpu(tmp_path: Path) -> None:
-    config = BenchConfig(
-        work_dir=tmp_path,
+def _rehearsal(work_dir: Path, family: str, skip: tuple[str, ...]) -> BenchConfig:
+    """The tiny model on the CPU, every phase a few seconds."""
+    return BenchConfig(
+        work_dir=work_dir,
+        family=family,
         size="tiny",
         device="cpu",
         precisions=("bf16",),
@@ -20,8 +22,12 @@ def test_bench_rehearsal_on_the_cpu(tmp_path: Path) -> None:
         preprocess_instances=1,
         encoder_instances=1,
         corpus_size=4,
-        skip=("smoke", "preprocess"),
+        skip=skip,
     )
+
+
+def test_bench_rehearsal_on_the_cpu(tmp_path: Path) -> None:
+    config = _rehearsal(tmp_path, "siglip2", ("smoke", "preprocess"))
     result = run_benchmark(config, log=lambda line: None)
     assert result.errors == {}, result.errors
     assert result.encoder["bf16"]["image"] > 0 and result.encoder["bf16"]["text"] > 0
@@ -35,20 +41,7 @@ def test_bench_rehearsal_on_the_cpu(tmp_path: Path) -> None:
 
 
 def test_bench_rehearsal_for_jinaclip2_skips_the_siglip_only_steps(tmp_path: Path) -> None:
-    config = BenchConfig(
-        work_dir=tmp_path,
-        family="jinaclip2",
-        size="tiny",
-        device="cpu",
-        precisions=("bf16",),
-        seconds=2.0,
-        processes=1,
-        threads=2,
-        preprocess_instances=1,
-        encoder_instances=1,
-        corpus_size=4,
-        skip=("preprocess",),
-    )
+    config = _rehearsal(tmp_path, "jinaclip2", ("preprocess",))
     lines: list[str] = []
     result = run_benchmark(config, log=lines.append)
     assert result.errors == {}, result.errors
