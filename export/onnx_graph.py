@@ -48,15 +48,26 @@ def export_tower(tower: torch.nn.Module, spec: TowerSpec, folder: Path) -> Path:
     return graph_path
 
 
-def check_parity(tower: torch.nn.Module, spec: TowerSpec, graph_path: Path, *, name: str, batch: int = 3) -> GateReport:
-    """Compare the fp32 graph with the tower on fresh random inputs at a batch size other than the traced one
-    (and, for variable-length token ids, a length other than the traced one).
+def check_parity(
+    tower: torch.nn.Module,
+    spec: TowerSpec,
+    graph_path: Path,
+    *,
+    name: str,
+    precision: str = "fp32",
+    real_inputs: torch.Tensor | None = None,
+    batch: int = 3,
+) -> GateReport:
+    """Compare the graph with the fp32 tower on fresh random inputs at a batch size other than the traced one
+    (and, for variable-length token ids, a length other than the traced one), plus REAL_INPUTS if given.
 
-    Raises PrecisionGateError when any row's cosine falls under the fp32 gate or an output is not finite.
+    Raises PrecisionGateError when any row's cosine falls under PRECISION's gate or an output is not finite.
     """
     import onnxruntime
 
     inputs = spec.random_input(batch, seed=1234)
+    if real_inputs is not None:
+        inputs = torch.cat([inputs, real_inputs])
     parts = [inputs, inputs[:, : spec.item_shape[0] // 4]] if spec.variable_length else [inputs]
     session = onnxruntime.InferenceSession(str(graph_path), providers=["CPUExecutionProvider"])
     expected, actual = [], []
@@ -64,4 +75,4 @@ def check_parity(tower: torch.nn.Module, spec: TowerSpec, graph_path: Path, *, n
         with torch.no_grad():
             expected.append(tower(part).float().numpy())
         actual.append(session.run([spec.output_name], {spec.input_name: part.numpy()})[0])
-    return gate(name, "fp32", np.concatenate(actual), np.concatenate(expected))
+    return gate(name, precision, np.concatenate(actual), np.concatenate(expected))

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from mmembed.export.onnx_graph import check_parity, export_tower
-from mmembed.export.tensorrt_engine import build_engine, optimization_profile
+from mmembed.export.onnx_precision import reduce_precision
+from mmembed.export.tensorrt_engine import build_engine, optimization_profile, require_tensorrt, run_engine
 from mmembed.export.triton_config import (
     GPU_INPUTS,
     SUPPORTED_PRECISIONS,
@@ -96,6 +97,8 @@ class ExportReport:
 def export_model(request: ExportRequest, log: Callable[[str], None] = print) -> ExportReport:
     """Export REQUEST's checkpoint into REQUEST's repository and return the report."""
     _check_request(request)
+    if request.runtime is Runtime.TENSORRT:
+        require_tensorrt()  # before minutes of export, not after
     family, checkpoint = request.family, request.checkpoint
     names = ModelNames(name=request.name)
     log(f"reading {family.name} checkpoint {checkpoint}")
@@ -127,6 +130,7 @@ def export_model(request: ExportRequest, log: Callable[[str], None] = print) -> 
         staging = Path(scratch)
         parity: list[GateReport] = []
         real_inputs = {"image": _sample_pixels(image), "text": _sample_token_ids(text, checkpoint)}
+        batching = request.batching
         tower_steps: tuple[tuple[str, Modality, torch.nn.Module, TowerSpec], ...] = (
             (names.vision_encoder, "image", towers.vision, vision_spec),
             (names.text_encoder, "text", towers.text, text_spec),
@@ -142,12 +146,14 @@ def export_model(request: ExportRequest, log: Callable[[str], None] = print) -> 
                 graph = export_tower(tower, spec, version)
                 gate_reports = [check_parity(tower, spec, graph, name=model)]
                 if request.runtime is Runtime.TENSORRT:
-                    log(f"building TensorRT engine for {model}")
-                    limit = (
-                        request.batching.max_batch_size if modality == "image" else request.batching.text_max_batch_size
+                    # fp8 activation scales: other photos than the gate's (the captions are all there are)
+                    calibration = (
+                        _sample_pixels(image, count=8, first_seed=100) if modality == "image" else real_inputs["text"]
                     )
-                    timing_cache = request.repository / TIMING_CACHE_FILE
-                    build_engine(graph, spec, limit, request.precision, timing_cache=timing_cache)
+                    limit = batching.max_batch_size if modality == "image" else batching.text_max_batch_size
+                    gate_reports += _tensorrt_tower(
+                        request, tower, spec, graph, limit, real_inputs[modality], calibration, log
+                    )
             for gate_report in gate_reports:
                 log(f"  gate {gate_report.line()}")
             parity.extend(gate_reports)
@@ -201,9 +207,40 @@ def _torch_tower(
     return reports
 
 
-def _sample_pixels(settings: ImageSettings, count: int = 4) -> torch.Tensor:
+def _tensorrt_tower(
+    request: ExportRequest,
+    tower: torch.nn.Module,
+    spec: TowerSpec,
+    graph: Path,
+    limit: int,
+    real_inputs: torch.Tensor,
+    calibration: torch.Tensor,
+    log: Callable[[str], None],
+) -> list[GateReport]:
+    """Type the graph in the requested precision and gate it on the CPU; build the plan (batch 1..LIMIT)
+    and gate it on the GPU. CALIBRATION, with random inputs, sets fp8's activation scales."""
+    name = graph.parent.parent.name
+    precision = request.precision.value
+    reports = []
+    if request.precision is not Precision.FP32:
+        log(f"writing {name} as a {precision} graph")
+        batches = [spec.random_input(8, seed=99).numpy(), calibration.numpy()]
+        reduce_precision(graph, precision, request.family.fp8_scope, batches)
+        typed = f"{name} (typed graph)"
+        reports.append(check_parity(tower, spec, graph, name=typed, precision=precision, real_inputs=real_inputs))
+    log(f"building TensorRT engine for {name}")
+    plan = build_engine(graph, spec, limit, timing_cache=request.repository / TIMING_CACHE_FILE)
+    inputs = torch.cat([spec.random_input(4, seed=4321), real_inputs])
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # the build needed a GPU: this is where it is
+    with torch.no_grad():
+        expected = tower.to(device)(inputs.to(device)).float().cpu().numpy()
+    reports.append(gate(f"{name} (TensorRT plan)", precision, run_engine(plan, spec, inputs, limit), expected))
+    return reports
+
+
+def _sample_pixels(settings: ImageSettings, count: int = 4, first_seed: int = 0) -> torch.Tensor:
     """Photo-like JPEGs through the served preprocessing: the gate's real images."""
-    jpegs = [synthetic_jpeg(640, 480, seed=seed) for seed in range(count)]
+    jpegs = [synthetic_jpeg(640, 480, seed=seed) for seed in range(first_seed, first_seed + count)]
     return torch.from_numpy(np.stack([preprocess_image(decode_image(data, settings), settings) for data in jpegs]))
 
 

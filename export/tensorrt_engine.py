@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import torch
 from mmembed.export.onnx_graph import TowerSpec
-from mmembed.export.triton_config import Precision
 
 from mmembed.preprocessing import MIN_TEXT_LENGTH
 from mmembed.tensorrt_versions import VERSION_FILE
@@ -43,26 +44,28 @@ def optimization_profile(spec: TowerSpec, max_batch_size: int) -> dict[str, tupl
     }
 
 
-def build_engine(
-    graph_path: Path, spec: TowerSpec, max_batch_size: int, precision: Precision, timing_cache: Path | None = None
-) -> Path:
-    """Write `model.plan` beside GRAPH_PATH, or raise TensorRTUnavailableError saying what is missing.
+def require_tensorrt() -> None:
+    """Raise TensorRTUnavailableError unless the TensorRT Python package and a CUDA GPU are both here."""
+    import importlib.util
 
-    TIMING_CACHE (read if present, written back after the build) holds the kernel timings of earlier
-    builds on this GPU."""
-    try:
-        import tensorrt as trt
-    except ImportError:
+    if importlib.util.find_spec("tensorrt") is None:
         raise TensorRTUnavailableError(
             "runtime tensorrt needs the TensorRT Python package and a CUDA GPU: run this export inside the "
             "NGC tritonserver container on the serving GPU, or use --runtime onnxruntime"
-        ) from None
-    import torch
-
+        )
     if not torch.cuda.is_available():
         raise TensorRTUnavailableError("runtime tensorrt needs a CUDA GPU to build the engine; none is visible")
-    if precision is not Precision.FP32:
-        raise TensorRTUnavailableError(f"TensorRT {precision.value} engines are not built by this version yet")
+
+
+def build_engine(graph_path: Path, spec: TowerSpec, max_batch_size: int, timing_cache: Path | None = None) -> Path:
+    """Write `model.plan` beside GRAPH_PATH, or raise TensorRTUnavailableError saying what is missing.
+
+    The network is strongly typed: each layer runs in the type the graph gives it (`onnx_precision` writes
+    fp16 and fp8 graphs). TIMING_CACHE (read if present, written back after the build) holds the kernel
+    timings of earlier builds on this GPU."""
+    require_tensorrt()
+    import tensorrt as trt
+
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
@@ -88,3 +91,27 @@ def build_engine(
     if timing_cache is not None and cache is not None:
         timing_cache.write_bytes(bytes(cache.serialize()))
     return plan_path
+
+
+def run_engine(plan_path: Path, spec: TowerSpec, inputs: torch.Tensor, max_batch_size: int) -> np.ndarray:
+    """Run the plan on the GPU over INPUTS (in batches the profile accepts) and return its fp32 outputs:
+    what the numeric gate compares with the fp32 tower before the plan is kept."""
+    import tensorrt as trt
+
+    engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan_path.read_bytes())
+    if engine is None:
+        raise RuntimeError(f"TensorRT cannot load the plan it just built: {plan_path}")
+    context = engine.create_execution_context()
+    stream = torch.cuda.current_stream()
+    outputs = []
+    for batch in torch.split(inputs, max_batch_size):
+        device_batch = batch.to("cuda").contiguous()
+        context.set_input_shape(spec.input_name, tuple(device_batch.shape))
+        output = torch.empty(tuple(context.get_tensor_shape(spec.output_name)), dtype=torch.float32, device="cuda")
+        context.set_tensor_address(spec.input_name, device_batch.data_ptr())
+        context.set_tensor_address(spec.output_name, output.data_ptr())
+        if not context.execute_async_v3(stream.cuda_stream):
+            raise RuntimeError(f"TensorRT failed to run {plan_path}")
+        stream.synchronize()
+        outputs.append(output.cpu().numpy())
+    return np.concatenate(outputs)

@@ -40,7 +40,7 @@ class Precision(str, Enum):
 SUPPORTED_PRECISIONS: dict[Runtime, tuple[Precision, ...]] = {
     Runtime.ONNXRUNTIME_CPU: (Precision.FP32,),
     Runtime.ONNXRUNTIME: (Precision.FP32, Precision.FP16),
-    Runtime.TENSORRT: (Precision.FP32,),
+    Runtime.TENSORRT: (Precision.FP32, Precision.FP16, Precision.FP8),
     Runtime.TORCH: (Precision.FP32, Precision.FP16, Precision.BF16, Precision.FP8),
 }
 

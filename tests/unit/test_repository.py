@@ -108,6 +108,7 @@ def test_export_report_records_parity(repository: Path) -> None:
     [
         (Runtime.ONNXRUNTIME, Precision.FP32, "onnxruntime_onnx", pb.ModelInstanceGroup.KIND_GPU),
         (Runtime.TENSORRT, Precision.FP32, "tensorrt_plan", pb.ModelInstanceGroup.KIND_GPU),
+        (Runtime.TENSORRT, Precision.FP8, "tensorrt_plan", pb.ModelInstanceGroup.KIND_GPU),  # typed in the plan
         (Runtime.ONNXRUNTIME_CPU, Precision.FP32, "", pb.ModelInstanceGroup.KIND_CPU),
         (Runtime.TORCH, Precision.BF16, "", pb.ModelInstanceGroup.KIND_GPU),
     ],
@@ -128,6 +129,8 @@ def test_encoder_configs_per_runtime(runtime: Runtime, precision: Precision, pla
     assert config.platform == platform
     assert config.instance_group[0].kind == kind
     assert list(config.input[0].dims) == [3, 64, 64]
+    if runtime is Runtime.TENSORRT:  # the precision lives in the plan's types, not in builder or EP flags
+        assert not config.optimization.execution_accelerators.gpu_execution_accelerator
     if runtime is Runtime.TORCH:  # GPU tensors from the previous step stay on the GPU
         assert config.backend == "python"
         assert config.parameters["FORCE_CPU_ONLY_INPUT_TENSORS"].string_value == "no"
@@ -197,8 +200,14 @@ def test_tensorrt_without_tensorrt_is_a_clear_error(checkpoint: Path, tmp_path: 
     if importlib.util.find_spec("tensorrt") is not None:
         pytest.skip("TensorRT is installed here; this checks the message where it is not")
     request = ExportRequest(
-        family=get_family("siglip2"), checkpoint=checkpoint, repository=tmp_path, runtime=Runtime.TENSORRT
+        family=get_family("siglip2"),
+        checkpoint=checkpoint,
+        repository=tmp_path,
+        runtime=Runtime.TENSORRT,
+        precision=Precision.FP8,
     )
-    with pytest.raises(TensorRTUnavailableError, match="TensorRT"):
-        export_model(request, log=lambda line: None)
+    steps: list[str] = []
+    with pytest.raises(TensorRTUnavailableError, match="TensorRT Python package and a CUDA GPU"):
+        export_model(request, log=steps.append)
+    assert steps == []  # refused before reading the checkpoint, not after minutes of export
     assert [p.name for p in tmp_path.iterdir()] == []  # nothing half-written
