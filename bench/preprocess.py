@@ -1,10 +1,13 @@
-"""Image preprocessing alone, on N worker processes: can the CPUs feed the encoder?"""
+"""Image preprocessing alone, on N worker processes or on the device: can it feed the encoder?"""
 
 from __future__ import annotations
 
 import multiprocessing
 import time
 
+import torch
+
+from mmembed.device_preprocessing import DevicePreprocessor
 from mmembed.preprocessing import ImageSettings, decode_image, preprocess_image
 
 
@@ -23,3 +26,19 @@ def _work(jpegs: list[bytes], settings: ImageSettings, seconds: float, index: in
         preprocess_image(decode_image(data, settings), settings)
         done += 1
     return done
+
+
+def device_preprocess_rate(jpegs: list[bytes], settings: ImageSettings, device: str, seconds: float) -> float:
+    """Images/s that one DevicePreprocessor (nvJPEG + torch resize on a GPU) turns into pixels on DEVICE,
+    in requests of 16 images as the load generator sends them."""
+    preprocessor = DevicePreprocessor(settings, device)
+    batches = [jpegs[start : start + 16] for start in range(0, len(jpegs), 16)]
+    preprocessor(batches[0])  # warm-up: nvJPEG handles, CUDA kernels
+    done, started = 0, time.monotonic()
+    while time.monotonic() - started < seconds:
+        batch = batches[done % len(batches)]
+        preprocessor(batch)
+        done += 1
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+    return sum(len(batches[i % len(batches)]) for i in range(done)) / (time.monotonic() - started)

@@ -65,7 +65,8 @@ def table(result: BenchResult) -> str:
         )
     workers = result.config.get("preprocess_instances", "?")
     for mode, rate in result.preprocess.items():
-        lines.append(f"| image preprocessing alone, {workers} processes, {mode} | - | {_rate(rate)} |" + " - |" * 6)
+        where = mode if mode.startswith("torch") else f"{workers} processes, {mode}"
+        lines.append(f"| image preprocessing alone, {where} | - | {_rate(rate)} |" + " - |" * 6)
     lines.append("")
     if result.ceilings_tflops:
         ceilings = ", ".join(f"{k} {v:,.0f} TFLOP/s" for k, v in result.ceilings_tflops.items())
@@ -81,7 +82,10 @@ def table(result: BenchResult) -> str:
             if f"{m}_min_cosine_vs_fp32" in rates
         ]
         lines.append(f"gate {precision} at load, min cosine vs fp32: {', '.join(cosines) or '-'}")
-    lines.append(f"fast JPEG vs exact preprocessing, embedding min cosine: {result.fast_jpeg_min_cosine:.5f}")
+    lines.append(
+        f"vs exact Pillow preprocessing, embedding min cosine: fast JPEG {result.fast_jpeg_min_cosine:.5f}, "
+        f"torch on the device {result.device_preprocess_min_cosine:.5f}"
+    )
     smoke = ", ".join(f"{k} {v:.5f}" if v == v else k for k, v in result.smoke_parity.items())
     lines.append(f"served vs transformers fp32 (tiny checkpoint, this device), min cosine: {smoke or '-'}")
     if result.host_tensors:

@@ -26,11 +26,12 @@ from mmembed.bench.baseline import baseline_rates
 from mmembed.bench.encoder import encoder_rate, kernel_breakdown
 from mmembed.bench.gpu import GpuSampler, flops_per_item, matmul_tflops
 from mmembed.bench.load import LoadPlan, run_load
-from mmembed.bench.preprocess import preprocess_rate
+from mmembed.bench.preprocess import device_preprocess_rate, preprocess_rate
 from mmembed.bench.smoke import served_parity
 from mmembed.export import BatchingOptions, ExportRequest, Precision, Runtime, export_model
 
 from mmembed.contract import TOWER_FOLDER
+from mmembed.device_preprocessing import DevicePreprocessor, nvjpeg_available
 from mmembed.families import get_family
 from mmembed.families.base import TowerSpec
 from mmembed.numeric_gate import row_cosines
@@ -59,6 +60,7 @@ class BenchConfig:
     corpus_size: int = 40
     skip: tuple[str, ...] = ()  # steps to leave out: smoke, encoder, baseline, preprocess, served
     compile: bool = False  # torch.compile the towers, served and alone
+    image_preprocess: str = "pillow"  # served image preprocessing: pillow (CPU instances) or torch (device)
 
 
 @dataclass(kw_only=True)
@@ -72,6 +74,7 @@ class BenchResult:
     encoder: dict[str, dict[str, float]] = field(default_factory=dict)
     kernel_shares: dict[str, float] = field(default_factory=dict)
     fast_jpeg_min_cosine: float = float("nan")
+    device_preprocess_min_cosine: float = float("nan")  # torch/nvJPEG preprocessing vs Pillow, embeddings
     baseline: dict[str, Any] = field(default_factory=dict)
     preprocess: dict[str, float] = field(default_factory=dict)
     served: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -127,8 +130,11 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print) -> Be
         with clock("preprocessing alone"):
             for fast in (False, True):
                 settings = replace(image_settings, fast_jpeg=fast)
-                rate = preprocess_rate(jpegs, settings, config.preprocess_instances, seconds=5)
+                rate = preprocess_rate(jpegs, settings, config.preprocess_instances, seconds=min(5.0, config.seconds))
                 result.preprocess["fast_jpeg" if fast else "exact"] = rate
+            decoder = "nvJPEG" if config.device == "cuda" and nvjpeg_available() else "Pillow decode"
+            rate = device_preprocess_rate(jpegs, image_settings, config.device, seconds=min(5.0, config.seconds))
+            result.preprocess[f"torch on {config.device} ({decoder}), in process"] = rate
     gc.collect()
     if cuda:
         torch.cuda.empty_cache()
@@ -169,6 +175,7 @@ def _export_request(config: BenchConfig, checkpoint: Path, repository: Path, pre
         device=config.device,
         fast_jpeg=True,
         compile=config.compile,
+        image_preprocess=config.image_preprocess,
         batching=BatchingOptions(
             max_batch_size=config.max_batch_size,
             text_max_batch_size=config.text_max_batch_size,
@@ -204,7 +211,9 @@ def _encoder_alone(
             flops = flops_per_item(eager_tower, spec.random_input(1, seed=0).to(options.device).to(encoder.input_dtype))
             setattr(result, "flops_per_image" if modality == "image" else "flops_per_text", flops)
             if modality == "image":
-                result.fast_jpeg_min_cosine = _fast_jpeg_parity(encoder, jpegs, image_settings)
+                result.fast_jpeg_min_cosine, result.device_preprocess_min_cosine = _preprocess_parity(
+                    encoder, jpegs, image_settings, config.device
+                )
                 if config.device == "cuda":
                     result.kernel_shares = kernel_breakdown(encoder, batch=32)
         del encoder, tower
@@ -228,14 +237,22 @@ def _spec(config_path: Path, modality: str) -> TowerSpec:
     )
 
 
-def _fast_jpeg_parity(encoder: Any, jpegs: list[bytes], settings: ImageSettings) -> float:
-    """Min cosine between embeddings of fast-JPEG and exact preprocessing of the same photos."""
-    embeddings = []
-    for fast in (False, True):
-        current = replace(settings, fast_jpeg=fast)
-        pixels = np.stack([preprocess_image(decode_image(data, current), current) for data in jpegs[:16]])
-        embeddings.append(encoder(torch.from_numpy(pixels)).cpu().numpy())
-    return float(row_cosines(embeddings[1], embeddings[0]).min())
+def _preprocess_parity(encoder: Any, jpegs: list[bytes], settings: ImageSettings, device: str) -> tuple[float, float]:
+    """Min cosines between embeddings of exact Pillow preprocessing and (1) fast-JPEG Pillow preprocessing,
+    (2) preprocessing on DEVICE (nvJPEG + torch resize on a GPU), on the same 16 photos."""
+    photos = jpegs[:16]
+
+    def embed(pixels: torch.Tensor) -> np.ndarray:
+        result: np.ndarray = encoder(pixels).float().cpu().numpy()
+        return result
+
+    def on_cpu(current: ImageSettings) -> torch.Tensor:
+        return torch.from_numpy(np.stack([preprocess_image(decode_image(data, current), current) for data in photos]))
+
+    exact = embed(on_cpu(settings))
+    fast = embed(on_cpu(replace(settings, fast_jpeg=True)))
+    on_device = embed(DevicePreprocessor(settings, device)(photos))
+    return float(row_cosines(fast, exact).min()), float(row_cosines(on_device, exact).min())
 
 
 def _served(

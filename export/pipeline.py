@@ -77,6 +77,9 @@ class ExportRequest:
     device: str = "cuda"  # runtime torch: where the encoders run when served ("cuda" or "cpu")
     fast_jpeg: bool = False  # decode large JPEGs at reduced scale (see ImageSettings.fast_jpeg)
     compile: bool = False  # runtime torch: torch.compile the towers at load (see EncoderOptions.compile)
+    # "pillow": decode and resize on CPU instances; "torch" (runtime torch): nvJPEG decode where available,
+    # resize and normalise with torch on the encoder's device (see mmembed.device_preprocessing)
+    image_preprocess: str = "pillow"
     limits: InputLimits = field(default_factory=InputLimits)
 
 
@@ -257,6 +260,10 @@ def _check_request(request: ExportRequest) -> None:
             f"runtime {request.runtime.value} supports precision {', '.join(p.value for p in allowed)}, "
             f"not {request.precision.value}"
         )
+    if request.image_preprocess not in ("pillow", "torch"):
+        raise ExportError(f"image preprocessing {request.image_preprocess!r}: choose pillow or torch")
+    if request.image_preprocess == "torch" and request.runtime is not Runtime.TORCH:
+        raise ExportError("image preprocessing torch runs beside runtime torch's encoders: use --runtime torch")
     if request.device not in ("cuda", "cpu"):
         raise ExportError(f"device {request.device!r}: choose cuda or cpu")
     if not request.name.replace("_", "").replace("-", "").isalnum():
@@ -290,10 +297,17 @@ def _write_models(
         "compile": "true" if request.compile else "false",
     }
     preprocess_instances = batching.preprocess_instances
+    torch_preprocessing = request.image_preprocess == "torch"
     configs = {
         names.image_preprocess: (
             python_model_config(
-                names.image_preprocess, [image_bytes], [pixels], batching, instances=preprocess_instances
+                names.image_preprocess,
+                [image_bytes],
+                [pixels],
+                batching,
+                instances=preprocess_instances,
+                parameters={"device": request.device} if torch_preprocessing else None,
+                gpu=torch_preprocessing and request.device == "cuda",
             ),
             IMAGE_PREPROCESS,
         ),

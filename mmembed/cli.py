@@ -61,6 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="runtime torch: where it runs")
     export.add_argument("--fast-jpeg", action="store_true", help="decode large JPEGs at reduced scale (faster)")
     export.add_argument("--compile", action="store_true", help="runtime torch: torch.compile the towers at load")
+    export.add_argument(
+        "--image-preprocess",
+        default="pillow",
+        choices=["pillow", "torch"],
+        help="runtime torch: 'torch' decodes JPEGs with nvJPEG and resizes on the encoder's device",
+    )
     export.add_argument("--max-batch-size", type=int, default=64, help="images per encoder batch")
     export.add_argument("--text-max-batch-size", type=int, default=256, help="texts per encoder batch")
     export.add_argument("--max-queue-delay-us", type=int, default=2000)
@@ -114,6 +120,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--preprocess-instances", type=int, default=8)
     bench.add_argument("--encoder-instances", type=int, default=2)
     bench.add_argument("--compile", action="store_true", help="torch.compile the towers (served and alone)")
+    bench.add_argument(
+        "--image-preprocess", default="pillow", choices=["pillow", "torch"], help="served image preprocessing"
+    )
     bench.add_argument("--work-dir", type=Path, default=Path("mmembed-bench"), help="checkpoint + repository")
     bench.add_argument("--report", type=Path, default=None, help="also write the full result as JSON here")
     steps = ["smoke", "encoder", "baseline", "preprocess", "served"]
@@ -181,6 +190,7 @@ def _export(args: argparse.Namespace) -> int:
         device=args.device,
         fast_jpeg=args.fast_jpeg,
         compile=args.compile,
+        image_preprocess=args.image_preprocess,
         limits=InputLimits(
             max_image_bytes=args.max_image_bytes,
             max_image_pixels=args.max_image_pixels,
@@ -291,6 +301,7 @@ def _bench(args: argparse.Namespace) -> int:
         preprocess_instances=args.preprocess_instances,
         encoder_instances=args.encoder_instances,
         compile=args.compile,
+        image_preprocess=args.image_preprocess,
         skip=tuple(args.skip),
     )
     result = run_benchmark(config, log=lambda line: print(line, flush=True))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,6 +27,7 @@ __all__ = [
     "TextTokenizer",
     "decode_image",
     "decode_text",
+    "open_image",
     "preprocess_image",
 ]
 
@@ -108,18 +111,14 @@ class TextSettings:
         return cls(**json.loads(text)["text"])
 
 
-def decode_image(data: bytes, settings: ImageSettings) -> Image.Image:
-    """Decode one encoded image to an upright 8-bit RGB PIL image, or raise InvalidInputError saying why.
-
-    Transparency is composited onto white and EXIF orientation applied, as transformers' processor does;
-    16-bit and float images are scaled to 8 bits rather than clipped. Only the first frame of an animation
-    is used. The pixel count is checked from the header, before any pixel is decoded.
-    """
+def open_image(data: bytes, settings: ImageSettings) -> Image.Image:
+    """Read one encoded image's header (format, size, mode, EXIF), no pixels yet, or raise InvalidInputError
+    saying why it cannot be used. The byte and pixel limits are checked here."""
     if not data:
         raise InvalidInputError("image is empty (0 bytes)")
     if len(data) > settings.max_image_bytes:
         raise InvalidInputError(f"image is {len(data)} bytes, over the limit of {settings.max_image_bytes}")
-    try:
+    with _image_errors(data, settings):
         image = Image.open(io.BytesIO(data))
         pixels = image.width * image.height
         if pixels > settings.max_image_pixels:
@@ -127,12 +126,31 @@ def decode_image(data: bytes, settings: ImageSettings) -> Image.Image:
                 f"image is {image.width}x{image.height} = {pixels} pixels, over the limit of "
                 f"{settings.max_image_pixels}"
             )
+        return image
+
+
+def decode_image(data: bytes, settings: ImageSettings) -> Image.Image:
+    """Decode one encoded image to an upright 8-bit RGB PIL image, or raise InvalidInputError saying why.
+
+    Transparency is composited onto white and EXIF orientation applied, as transformers' processor does;
+    16-bit and float images are scaled to 8 bits rather than clipped. Only the first frame of an animation
+    is used. The pixel count is checked from the header, before any pixel is decoded.
+    """
+    image = open_image(data, settings)
+    with _image_errors(data, settings):
         image.seek(0)
         if settings.fast_jpeg:
             side = max(settings.width, settings.height)  # either side may end up vertical after EXIF
             image.draft(None, (side, side))
         image.load()
         return _to_rgb(ImageOps.exif_transpose(image))
+
+
+@contextmanager
+def _image_errors(data: bytes, settings: ImageSettings) -> Iterator[None]:
+    """Pillow's exceptions for a bad image, as InvalidInputError with a message a client can act on."""
+    try:
+        yield
     except InvalidInputError:
         raise
     except UnidentifiedImageError:

@@ -1,7 +1,13 @@
-"""Triton Python model: encoded image bytes -> pixel_values, one request's failure never another's."""
+"""Triton Python model: encoded image bytes -> pixel_values, one request's failure never another's.
+
+By default Pillow decodes and resizes on this CPU instance. Exported with `--image-preprocess torch`, the
+model's `device` parameter moves that work to the encoder's device (`mmembed.device_preprocessing`:
+nvJPEG on a GPU) and hands the pixels on in place (DLPack).
+"""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -15,9 +21,24 @@ from mmembed.triton_glue import input_array, map_items, respond, version_folder
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         self.settings = ImageSettings.from_json((version_folder(args) / SETTINGS_FILE).read_text())
+        parameters = json.loads(args["model_config"]).get("parameters", {})
+        device = parameters.get("device", {}).get("string_value")
+        self.on_device = None
+        if device:
+            import torch
+
+            from mmembed.device_preprocessing import DevicePreprocessor
+
+            if device == "cuda":
+                device = f"cuda:{args['model_instance_device_id']}"
+                torch.cuda.set_device(device)
+            self.on_device = DevicePreprocessor(self.settings, device)
+            decoder = "nvJPEG for JPEGs" if self.on_device.decode_jpegs is not None else "Pillow"
+            pb_utils.Logger.log_info(f"mmembed: image preprocessing on {device}, decoding with {decoder}")
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        return [respond(request, self._preprocess) for request in requests]
+        handle = self._preprocess if self.on_device is None else self._preprocess_on_device
+        return [respond(request, handle) for request in requests]
 
     def _preprocess(self, request: Any) -> list[Any]:
         pixels = map_items(
@@ -25,3 +46,10 @@ class TritonPythonModel:
             lambda data: preprocess_image(decode_image(data, self.settings), self.settings),
         )
         return [pb_utils.Tensor(PIXEL_VALUES, np.stack(pixels))]
+
+    def _preprocess_on_device(self, request: Any) -> list[Any]:
+        assert self.on_device is not None
+        pixels = self.on_device([bytes(item) for item in input_array(request, IMAGE_INPUT).reshape(-1)])
+        if pixels.is_cuda:
+            return [pb_utils.Tensor.from_dlpack(PIXEL_VALUES, pixels.__dlpack__())]
+        return [pb_utils.Tensor(PIXEL_VALUES, pixels.numpy())]

@@ -21,7 +21,7 @@ from mmembed.families import get_family
 from mmembed.serve import ServerSettings, TritonServer
 
 MODEL = "siglip2"  # onnxruntime-cpu, fp32: the CI reference path
-TORCH_MODEL = "siglip2_torch_bf16"  # runtime torch on the CPU, bf16, served beside it
+TORCH_MODEL = "siglip2_torch_bf16"  # runtime torch on the CPU, bf16, image preprocessing in torch
 JINA_MODEL = "jinaclip2"  # onnxruntime-cpu, fp32, with its query ensemble and Matryoshka sizes
 JINA_TORCH_MODEL = "jinaclip2_torch_bf16"
 
@@ -53,6 +53,7 @@ def repository(checkpoint: Path, jina_checkpoint: Path, tmp_path_factory: pytest
         runtime=Runtime.TORCH,
         precision=Precision.BF16,
         device="cpu",
+        image_preprocess="torch",  # on a GPU: nvJPEG; here Pillow decodes, torch resizes
         batching=BatchingOptions(preprocess_instances=1),
     )
     export_model(torch_request)

@@ -8,7 +8,7 @@ from mmembed.bench.report import table
 from mmembed.bench.run import BenchConfig, run_benchmark
 
 
-def _rehearsal(work_dir: Path, family: str, skip: tuple[str, ...]) -> BenchConfig:
+def _rehearsal(work_dir: Path, family: str, skip: tuple[str, ...], image_preprocess: str = "pillow") -> BenchConfig:
     """The tiny model on the CPU, every phase a few seconds."""
     return BenchConfig(
         work_dir=work_dir,
@@ -23,11 +23,12 @@ def _rehearsal(work_dir: Path, family: str, skip: tuple[str, ...]) -> BenchConfi
         encoder_instances=1,
         corpus_size=4,
         skip=skip,
+        image_preprocess=image_preprocess,
     )
 
 
 def test_bench_rehearsal_on_the_cpu(tmp_path: Path) -> None:
-    config = _rehearsal(tmp_path, "siglip2", ("smoke", "preprocess"))
+    config = _rehearsal(tmp_path, "siglip2", ("smoke",), image_preprocess="torch")
     result = run_benchmark(config, log=lambda line: None)
     assert result.errors == {}, result.errors
     assert result.encoder["bf16"]["image"] > 0 and result.encoder["bf16"]["text"] > 0
@@ -35,9 +36,12 @@ def test_bench_rehearsal_on_the_cpu(tmp_path: Path) -> None:
     assert result.baseline["images_per_s"] > 0
     served = result.served["bf16 image"]
     assert served["items_per_s"] > 0 and served["failures"] == {}
-    assert result.fast_jpeg_min_cosine >= 0.999
+    assert result.fast_jpeg_min_cosine >= 0.999 and result.device_preprocess_min_cosine >= 0.999
+    assert set(result.preprocess) == {"exact", "fast_jpeg", "torch on cpu (Pillow decode), in process"}
+    assert min(result.preprocess.values()) > 0
     report = table(result)
     assert "| served end to end (Triton, gRPC) | bf16 |" in report and "| encoder alone" in report
+    assert "| image preprocessing alone, torch on cpu (Pillow decode), in process | - |" in report
 
 
 def test_bench_rehearsal_for_jinaclip2_skips_the_siglip_only_steps(tmp_path: Path) -> None:

@@ -79,6 +79,19 @@ def test_torch_runtime_layout(repository: Path) -> None:
         assert found[encoder].instance_group[0].kind == pb.ModelInstanceGroup.KIND_CPU
     report = json.loads((repository / f"{TORCH_MODEL}_image" / "export_report.json").read_text())
     assert [row["precision"] for row in report["parity"]] == ["fp32", "bf16", "fp32", "bf16"]
+    # --image-preprocess torch: preprocessing told to run on the encoders' device (KIND_GPU there)
+    preprocess = found[f"{TORCH_MODEL}_image_preprocess"]
+    assert preprocess.parameters["device"].string_value == "cpu"
+    assert "device" not in found["siglip2_image_preprocess"].parameters  # the default: Pillow on CPU instances
+
+
+def test_torch_image_preprocessing_needs_the_torch_runtime(checkpoint: Path, tmp_path: Path) -> None:
+    request = ExportRequest(
+        family=get_family("siglip2"), checkpoint=checkpoint, repository=tmp_path, image_preprocess="torch"
+    )
+    with pytest.raises(ExportError, match="image preprocessing torch runs beside runtime torch's encoders"):
+        export_model(request)
+    assert not any(tmp_path.iterdir())
 
 
 def test_ensembles_chain_preprocess_encoder_normalize(repository: Path) -> None:
