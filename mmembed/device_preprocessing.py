@@ -78,7 +78,7 @@ class DevicePreprocessor:
         for index, data in enumerate(items):
             with _naming_item(index):
                 header = open_image(data, self.settings)
-                if self.decode_jpegs is not None and header.format == "JPEG" and header.mode in ("RGB", "L"):
+                if self.decode_jpegs is not None and nvjpeg_can_decode(header, data):
                     for_nvjpeg[index] = int(header.getexif().get(0x0112, 1))
                 else:
                     images[index] = self._decode_on_cpu(data)
@@ -140,6 +140,12 @@ def _center_crop(pixels: torch.Tensor, height: int, width: int) -> torch.Tensor:
         raise InvalidInputError(f"image resized to {full_width}x{full_height} is smaller than {width}x{height}")
     top, left = round((full_height - height) / 2), round((full_width - width) / 2)
     return pixels[:, top : top + height, left : left + width]
+
+
+def nvjpeg_can_decode(header: Image.Image, data: bytes) -> bool:
+    """A JPEG nvJPEG decodes as Pillow would: RGB or gray (not CMYK), ending in its end-of-image marker (a
+    truncated file goes to Pillow, which refuses it with the default path's message)."""
+    return header.format == "JPEG" and header.mode in ("RGB", "L") and data.rstrip(b"\0").endswith(b"\xff\xd9")
 
 
 def _as_tensor(data: bytes) -> torch.Tensor:

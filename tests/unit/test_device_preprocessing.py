@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mmembed.device_preprocessing import DevicePreprocessor, upright
+from mmembed.device_preprocessing import DevicePreprocessor, nvjpeg_can_decode, upright
 from mmembed.families import get_family
 from mmembed.numeric_gate import row_cosines
 from mmembed.preprocessing import ImageSettings, InvalidInputError, decode_image, preprocess_image
@@ -110,3 +110,21 @@ def test_filters_without_a_torch_twin_are_refused_at_load(request: pytest.Fixtur
     settings = replace(_settings(request, "siglip2", 64), resample=Image.Resampling.LANCZOS)
     with pytest.raises(ValueError, match=r"bilinear or bicubic .* filter 1: use the default"):
         DevicePreprocessor(settings, "cpu")
+
+
+def test_only_complete_rgb_or_gray_jpegs_are_sent_to_nvjpeg() -> None:
+    """The rest goes to Pillow, so a truncated file is refused with the default path's message, not decoded
+    to a partly grey image by a lenient GPU decoder."""
+    import io
+
+    def header_and_bytes(image: Image.Image, format_name: str) -> tuple[Image.Image, bytes]:
+        buffer = io.BytesIO()
+        image.save(buffer, format_name)
+        return Image.open(io.BytesIO(buffer.getvalue())), buffer.getvalue()
+
+    jpeg = synthetic_jpeg(640, 480, seed=0)
+    assert nvjpeg_can_decode(Image.open(io.BytesIO(jpeg)), jpeg)
+    assert nvjpeg_can_decode(*header_and_bytes(Image.new("L", (32, 32)), "JPEG"))
+    assert not nvjpeg_can_decode(Image.open(io.BytesIO(jpeg[:5000])), jpeg[:5000])
+    assert not nvjpeg_can_decode(*header_and_bytes(Image.new("CMYK", (32, 32)), "JPEG"))
+    assert not nvjpeg_can_decode(*header_and_bytes(Image.new("RGB", (32, 32)), "PNG"))
