@@ -87,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-file", type=Path, default=None, help="tritonserver's log (default: a temp file)")
     serve.add_argument("--stub-python", type=Path, default=None, help="Python the models run in (default: this)")
     serve.add_argument("--wedge-timeout", type=float, default=120.0, help="seconds a probe may go unanswered")
+    serve.add_argument(
+        "--cuda-memory-pool-mb", type=int, default=2048, help="per GPU, for tensors passed between models"
+    )
     serve.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain: gRPC over TLS")
     serve.add_argument("--tls-key", type=Path, default=None, help="PEM private key for --tls-cert")
     serve.add_argument("--api-key", default=None, help="require header mmembed-api-key (default: $MMEMBED_API_KEY)")
@@ -213,6 +216,7 @@ def _serve(args: argparse.Namespace) -> int:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         wedge_timeout_s=args.wedge_timeout,
+        cuda_memory_pool_mb=args.cuda_memory_pool_mb,
         **({"stub_python": args.stub_python} if args.stub_python else {}),
         **({"api_key": args.api_key} if args.api_key else {}),
     )

@@ -93,6 +93,10 @@ class ServerSettings:
     # The watchdog's probes: an ensemble that has not answered a tiny request for this long is hung
     # (queued requests are rejected after the queue timeout, so load alone never takes this long).
     wedge_timeout_s: float = 120.0
+    # Per-GPU CUDA memory pool for tensors handed between models on the GPU (pixels with
+    # --image-preprocess torch: 50 MB for 16 images at 512 px). Triton's default, 64 MB, runs out under
+    # load, and the Python backend then fails those requests (triton-inference-server/server#8177).
+    cuda_memory_pool_mb: int = 2048
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -105,6 +109,22 @@ class ServerSettings:
     def on_free_ports(cls, repository: Path) -> ServerSettings:
         """Settings with three ports the OS says are free now: for tests and benchmarks beside other servers."""
         return cls(repository=repository, grpc_port=free_port(), http_port=free_port(), metrics_port=free_port())
+
+
+def visible_gpu_count() -> int:
+    """GPUs tritonserver will see: $CUDA_VISIBLE_DEVICES if set, else what nvidia-smi lists (0 without it)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([device for device in visible.split(",") if device.strip() and device.strip() != "-1"])
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=False)
+    return len([line for line in listing.stdout.splitlines() if line.startswith("GPU ")])
+
+
+def cuda_memory_pool_flags(gpus: int, megabytes: int) -> list[str]:
+    """tritonserver's flags for a CUDA memory pool of MEGABYTES on each of GPUS devices."""
+    return [f"--cuda-memory-pool-byte-size={gpu}:{megabytes * 1024 * 1024}" for gpu in range(gpus)]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -238,6 +258,7 @@ class TritonServer:
             "--strict-readiness=true",
             "--exit-on-error=true",
             *_restrictions(self.settings.api_key),
+            *cuda_memory_pool_flags(visible_gpu_count(), self.settings.cuda_memory_pool_mb),
         ]
         if self.settings.tls_cert is not None and self.settings.tls_key is not None:
             command += [
