@@ -5,9 +5,6 @@ from __future__ import annotations
 import multiprocessing
 import time
 
-import torch
-
-from mmembed.device_preprocessing import DevicePreprocessor
 from mmembed.preprocessing import ImageSettings, decode_image, preprocess_image
 
 
@@ -31,6 +28,10 @@ def _work(jpegs: list[bytes], settings: ImageSettings, seconds: float, index: in
 def device_preprocess_rate(jpegs: list[bytes], settings: ImageSettings, device: str, seconds: float) -> float:
     """Images/s that one DevicePreprocessor (nvJPEG + torch resize on a GPU) turns into pixels on DEVICE,
     in requests of 16 images as the load generator sends them."""
+    import torch  # here, not above: the spawned CPU workers of preprocess_rate need neither
+
+    from mmembed.device_preprocessing import DevicePreprocessor
+
     preprocessor = DevicePreprocessor(settings, device)
     batches = [jpegs[start : start + 16] for start in range(0, len(jpegs), 16)]
     preprocessor(batches[0])  # warm-up: nvJPEG handles, CUDA kernels
