@@ -147,7 +147,7 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print) -> Be
 def _smoke(config: BenchConfig, result: BenchResult, log: Callable[[str], None]) -> None:
     """Served parity on the tiny checkpoint; if GPU tensors between steps fail, retry through the host."""
     try:
-        result.smoke_parity = served_parity(config.work_dir, config.device, config.precisions)
+        result.smoke_parity = served_parity(config.work_dir, config.device, config.precisions, config.image_preprocess)
     except Exception as e:
         if config.device != "cuda":
             raise
@@ -155,7 +155,7 @@ def _smoke(config: BenchConfig, result: BenchResult, log: Callable[[str], None])
         result.errors["smoke test with GPU tensors"] = f"{type(e).__name__}: {e}"
         os.environ["MMEMBED_HOST_TENSORS"] = "1"  # inherited by every tritonserver started from now on
         result.host_tensors = True
-        result.smoke_parity = served_parity(config.work_dir, config.device, config.precisions)
+        result.smoke_parity = served_parity(config.work_dir, config.device, config.precisions, config.image_preprocess)
     log(f"smoke parity: {result.smoke_parity}")
 
 

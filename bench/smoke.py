@@ -20,8 +20,11 @@ from mmembed.sample_images import CAPTIONS, synthetic_jpeg
 from mmembed.serve import ServerSettings, TritonServer
 
 
-def served_parity(work_dir: Path, device: str, precisions: tuple[str, ...]) -> dict[str, float]:
-    """Min cosine of served embeddings vs transformers' fp32 SiglipModel + AutoProcessor, per precision."""
+def served_parity(
+    work_dir: Path, device: str, precisions: tuple[str, ...], image_preprocess: str = "pillow"
+) -> dict[str, float]:
+    """Min cosine of served embeddings vs transformers' fp32 SiglipModel + AutoProcessor, per precision,
+    with the image preprocessing the benchmark serves with."""
     from transformers import AutoProcessor, SiglipModel
 
     family = get_family("siglip2")
@@ -37,6 +40,7 @@ def served_parity(work_dir: Path, device: str, precisions: tuple[str, ...]) -> d
             runtime=Runtime.TORCH,
             precision=Precision(precision),
             device=device,
+            image_preprocess=image_preprocess,
         )
         export_model(request, log=lambda line: None)
     jpegs = [synthetic_jpeg(640, 480, seed=seed) for seed in range(8)]

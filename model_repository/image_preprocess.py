@@ -8,6 +8,7 @@ nvJPEG on a GPU) and hands the pixels on in place (DLPack).
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,8 @@ class TritonPythonModel:
             self.on_device = DevicePreprocessor(self.settings, device)
             decoder = "nvJPEG for JPEGs" if self.on_device.decode_jpegs is not None else "Pillow"
             pb_utils.Logger.log_info(f"mmembed: image preprocessing on {device}, decoding with {decoder}")
+        # Troubleshooting switch, as in the torch encoder: hand pixels on through host memory instead.
+        self.host_outputs = os.environ.get("MMEMBED_HOST_TENSORS") == "1"
 
     def execute(self, requests: list[Any]) -> list[Any]:
         handle = self._preprocess if self.on_device is None else self._preprocess_on_device
@@ -50,6 +53,6 @@ class TritonPythonModel:
     def _preprocess_on_device(self, request: Any) -> list[Any]:
         assert self.on_device is not None
         pixels = self.on_device([bytes(item) for item in input_array(request, IMAGE_INPUT).reshape(-1)])
-        if pixels.is_cuda:
+        if pixels.is_cuda and not self.host_outputs:
             return [pb_utils.Tensor.from_dlpack(PIXEL_VALUES, pixels.__dlpack__())]
-        return [pb_utils.Tensor(PIXEL_VALUES, pixels.numpy())]
+        return [pb_utils.Tensor(PIXEL_VALUES, pixels.cpu().numpy())]
