@@ -37,6 +37,10 @@ def table(result: BenchResult) -> str:
         "| GPU util | image MFU | images/s vs baseline |",
         "| --- | --- | ---: | ---: | --- | --- | ---: | --- | ---: |",
     ]
+    preprocessing = result.config.get("image_preprocess", "pillow")
+    served_label = "served end to end (Triton, gRPC)" + (
+        f", image preprocessing in {preprocessing}" if preprocessing != "pillow" else ""
+    )
     for precision in dict.fromkeys([key.split()[0] for key in result.served] + list(result.encoder)):
         image = result.served.get(f"{precision} image")
         text = result.served.get(f"{precision} text")
@@ -44,7 +48,7 @@ def table(result: BenchResult) -> str:
         util = [row.get("gpu_util") for row in (image, text) if row and row.get("gpu_util") is not None]
         ratio = f"{images_per_s / baseline_images:.1f}x" if images_per_s and baseline_images else "-"
         lines.append(
-            f"| served end to end (Triton, gRPC) | {precision} | {_rate(images_per_s)} "
+            f"| {served_label} | {precision} | {_rate(images_per_s)} "
             f"| {_rate(float(text['items_per_s']) if text else None)} | {_latency(image)} | {_latency(text)} "
             f"| {' / '.join(f'{u:.0f}%' for u in util) or '-'} | {_mfu(result, images_per_s, precision)} | {ratio} |"
         )
