@@ -44,6 +44,7 @@ from mmembed import contract
 from mmembed.contract import TOWER_FOLDER
 from mmembed.families import ModelFamily, Towers
 from mmembed.families.base import Modality, TowerSpec
+from mmembed.load_gate import REFERENCE_FILE, GateReference
 from mmembed.numeric_gate import GateReport, gate
 from mmembed.preprocessing import (
     SETTINGS_FILE,
@@ -132,7 +133,8 @@ def export_model(request: ExportRequest, log: Callable[[str], None] = print) -> 
     with tempfile.TemporaryDirectory(dir=request.repository, prefix=".staging-") as scratch:
         staging = Path(scratch)
         parity: list[GateReport] = []
-        real_inputs = {"image": _sample_pixels(image), "text": _sample_token_ids(text, checkpoint)}
+        photos = _sample_jpegs(4)
+        real_inputs = {"image": _pixels(photos, image), "text": _sample_token_ids(text, checkpoint)}
         batching = request.batching
         tower_steps: tuple[tuple[str, Modality, torch.nn.Module, TowerSpec], ...] = (
             (names.vision_encoder, "image", towers.vision, vision_spec),
@@ -151,7 +153,7 @@ def export_model(request: ExportRequest, log: Callable[[str], None] = print) -> 
                 if request.runtime is Runtime.TENSORRT:
                     # fp8 activation scales: other photos than the gate's (the captions are all there are)
                     calibration = (
-                        _sample_pixels(image, count=8, first_seed=100) if modality == "image" else real_inputs["text"]
+                        _pixels(_sample_jpegs(8, first_seed=100), image) if modality == "image" else real_inputs["text"]
                     )
                     limit = batching.max_batch_size if modality == "image" else batching.text_max_batch_size
                     gate_reports += _tensorrt_tower(
@@ -161,6 +163,7 @@ def export_model(request: ExportRequest, log: Callable[[str], None] = print) -> 
                 log(f"  gate {gate_report.line()}")
             parity.extend(gate_reports)
         _write_models(request, names, staging, image, text, vision_spec, text_spec, towers.dimension)
+        _gate_reference(request, towers, photos, real_inputs).save(staging / names.image / REFERENCE_FILE)
         _write_query_models(request, names, staging, text, text_spec, towers.dimension)
         report = ExportReport(
             name=request.name,
@@ -241,10 +244,33 @@ def _tensorrt_tower(
     return reports
 
 
-def _sample_pixels(settings: ImageSettings, count: int = 4, first_seed: int = 0) -> torch.Tensor:
-    """Photo-like JPEGs through the served preprocessing: the gate's real images."""
-    jpegs = [synthetic_jpeg(640, 480, seed=seed) for seed in range(first_seed, first_seed + count)]
+def _sample_jpegs(count: int, first_seed: int = 0) -> list[bytes]:
+    """Photo-like JPEGs: the gates' real images."""
+    return [synthetic_jpeg(640, 480, seed=seed) for seed in range(first_seed, first_seed + count)]
+
+
+def _pixels(jpegs: list[bytes], settings: ImageSettings) -> torch.Tensor:
+    """JPEGS through the served preprocessing."""
     return torch.from_numpy(np.stack([preprocess_image(decode_image(data, settings), settings) for data in jpegs]))
+
+
+def _gate_reference(
+    request: ExportRequest, towers: Towers, photos: list[bytes], real_inputs: dict[str, torch.Tensor]
+) -> GateReference:
+    """The fp32 towers' normalised embeddings of the sample photos and captions, for the check at load."""
+    embeddings = []
+    for tower, inputs in ((towers.vision, real_inputs["image"]), (towers.text, real_inputs["text"])):
+        device = next(tower.parameters()).device  # where the export left it: the GPU if it used one
+        with torch.no_grad():
+            raw = tower(inputs.to(device)).float()
+        embeddings.append(torch.nn.functional.normalize(raw, dim=-1).cpu().numpy())
+    return GateReference(
+        precision=request.precision.value,
+        images=photos,
+        texts=list(CAPTIONS),
+        image_embeddings=embeddings[0],
+        text_embeddings=embeddings[1],
+    )
 
 
 def _sample_token_ids(settings: TextSettings, checkpoint: Path) -> torch.Tensor:

@@ -228,6 +228,8 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"starting tritonserver on {args.repository} ...", flush=True)
     with TritonServer(settings) as server:
         print(f"ready: {', '.join(server.ready_models())}")
+        for report in server.gate_reports:
+            print(f"gate    {report.line()}")
         print(f"gRPC    {server.grpc_url}")
         print(f"HTTP    localhost:{settings.http_port}")
         print(f"metrics http://localhost:{settings.metrics_port}/metrics")

@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 
+import numpy as np
 from PIL import Image
 
 from mmembed.contract import API_KEY_HEADER, EMBEDDING_OUTPUT, IMAGE_INPUT, IMAGE_SUFFIX, TEXT_INPUT
@@ -38,12 +39,37 @@ def probe_once(http_port: int, ensemble: str, api_key: str | None, timeout_s: fl
     """Send one probe: None if the path is alive, Triton's message if it says a stub is unhealthy; raises
     OSError (a timeout included) when there is no answer at all."""
     name = IMAGE_INPUT if ensemble.endswith(IMAGE_SUFFIX) else TEXT_INPUT
-    item = PROBE_ITEMS[name]
-    blob = struct.pack("<I", len(item)) + item  # Triton's binary BYTES: length-prefixed elements
+    try:
+        http_infer(http_port, ensemble, name, [PROBE_ITEMS[name]], api_key, timeout_s)  # any answer will do
+    except urllib.error.HTTPError as e:  # an error answer is still an answer: alive unless it says otherwise
+        message = e.read().decode(errors="replace")
+        return message if UNHEALTHY in message else None
+    return None
+
+
+def http_embed(
+    http_port: int, ensemble: str, input_name: str, items: list[bytes], api_key: str | None, timeout_s: float
+) -> np.ndarray:
+    """ITEMS through ENSEMBLE over the server's local HTTP endpoint; the embeddings [len(items), dim]
+    float32. Raises urllib.error.HTTPError with Triton's answer when it refuses, OSError without one."""
+    (output,) = json.loads(http_infer(http_port, ensemble, input_name, items, api_key, timeout_s))["outputs"]
+    return np.asarray(output["data"], dtype=np.float32).reshape(output["shape"])
+
+
+def http_infer(
+    http_port: int, ensemble: str, input_name: str, items: list[bytes], api_key: str | None, timeout_s: float
+) -> bytes:
+    """One inference request with ITEMS as the BYTES input INPUT_NAME; Triton's JSON answer, unparsed."""
+    blob = b"".join(struct.pack("<I", len(item)) + item for item in items)  # Triton's binary BYTES
     header = json.dumps(
         {
             "inputs": [
-                {"name": name, "shape": [1, 1], "datatype": "BYTES", "parameters": {"binary_data_size": len(blob)}}
+                {
+                    "name": input_name,
+                    "shape": [len(items), 1],
+                    "datatype": "BYTES",
+                    "parameters": {"binary_data_size": len(blob)},
+                }
             ],
             "outputs": [{"name": EMBEDDING_OUTPUT, "parameters": {"binary_data": False}}],
         }
@@ -54,13 +80,9 @@ def probe_once(http_port: int, ensemble: str, api_key: str | None, timeout_s: fl
     request = urllib.request.Request(
         f"http://localhost:{http_port}/v2/models/{ensemble}/infer", header + blob, headers, method="POST"
     )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            response.read()
-    except urllib.error.HTTPError as e:  # an error answer is still an answer: alive unless it says otherwise
-        message = e.read().decode(errors="replace")
-        return message if UNHEALTHY in message else None
-    return None
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        answer: bytes = response.read()
+    return answer
 
 
 class Prober:

@@ -21,6 +21,7 @@ import sys
 import sysconfig
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ from types import TracebackType
 from typing import Any
 
 from mmembed.contract import API_KEY_HEADER, IMAGE_SUFFIX, TEXT_SUFFIX
+from mmembed.load_gate import check_repository
+from mmembed.numeric_gate import GateReport, PrecisionGateError
 from mmembed.probe import Prober
 from mmembed.processes import children, cmdline, wait_for_group_exit
 from mmembed.tensorrt_versions import (
@@ -228,6 +231,7 @@ class TritonServer:
         self._process: subprocess.Popen[bytes] | None = None
         self._stubs: set[int] = set()  # the stub processes alive when the server became ready
         self._prober: Prober | None = None
+        self.gate_reports: list[GateReport] = []  # the load gate's result at the last start
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
         self.log_file = settings.log_file
 
@@ -279,6 +283,7 @@ class TritonServer:
             ).result()
         try:
             self._wait_until_ready()
+            self.gate_reports = self._check_served_embeddings()
         except BaseException:
             self.stop()
             raise
@@ -305,6 +310,16 @@ class TritonServer:
             except OSError:  # not listening yet, or not ready
                 time.sleep(0.25)
         raise ServeError(self._failure_message(f"not ready after {self.settings.startup_timeout_s:.0f} s"))
+
+    def _check_served_embeddings(self) -> list[GateReport]:
+        """The load gate (`mmembed.load_gate`): every model still gives its export's fp32 embeddings."""
+        try:
+            return check_repository(self.settings.repository, self.settings.http_port, self.settings.api_key)
+        except PrecisionGateError as e:
+            raise ServeError(f"refusing to serve: {e}\n(full log: {self.log_file})") from None
+        except urllib.error.HTTPError as e:
+            answer = e.read().decode(errors="replace")
+            raise ServeError(self._failure_message(f"the load gate's request failed: {answer}")) from None
 
     def _failure_message(self, headline: str) -> str:
         """HEADLINE plus the models that failed to load and why, read from the server log."""
