@@ -7,6 +7,7 @@ problem; anything else becomes INTERNAL with the exception's type, and is logged
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -61,3 +62,25 @@ def map_items(items: np.ndarray, handle: Callable[[bytes], T]) -> list[T]:
         except InvalidInputError as e:
             raise InvalidInputError(f"item {index}: {e}") from None
     return results
+
+
+def instance_device(args: dict[str, str], device: str) -> str:
+    """DEVICE as this model instance runs on it: "cuda" becomes the instance's own GPU, made current."""
+    if device != "cuda":
+        return device
+    import torch  # only the torch-using models get here
+
+    device = f"cuda:{args['model_instance_device_id']}"
+    torch.cuda.set_device(device)
+    return device
+
+
+# Troubleshooting switch: hand tensors to the next step through host memory instead of in place on the GPU.
+HOST_TENSORS = os.environ.get("MMEMBED_HOST_TENSORS") == "1"
+
+
+def tensor_output(name: str, tensor: Any) -> Any:
+    """A torch tensor as output NAME: left on the GPU for the next step (DLPack) unless HOST_TENSORS."""
+    if tensor.is_cuda and not HOST_TENSORS:
+        return pb_utils.Tensor.from_dlpack(name, tensor.contiguous().__dlpack__())
+    return pb_utils.Tensor(name, tensor.cpu().numpy())

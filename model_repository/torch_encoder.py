@@ -9,7 +9,6 @@ the output stays on the GPU for the normalisation step.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import torch
@@ -20,17 +19,14 @@ from mmembed.contract import TOWER_FOLDER
 from mmembed.families import get_family
 from mmembed.families.base import TowerSpec
 from mmembed.torch_encoder import EncoderOptions, build_encoder
-from mmembed.triton_glue import error_response, version_folder
+from mmembed.triton_glue import error_response, instance_device, tensor_output, version_folder
 
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         config = json.loads(args["model_config"])
         parameters = {key: value["string_value"] for key, value in config["parameters"].items()}
-        device = parameters["device"]
-        if device == "cuda":
-            device = f"cuda:{args['model_instance_device_id']}"
-            torch.cuda.set_device(device)
+        device = instance_device(args, parameters["device"])
         family = get_family(parameters["family"])
         modality = parameters["modality"]
         (model_input,) = config["input"]
@@ -55,8 +51,6 @@ class TritonPythonModel:
         self.encoder = build_encoder(tower, spec, options, name=args["model_name"], fp8_scope=family.fp8_scope)
         graphs = ", ".join(str(size) for size in self.encoder.graphs) or f"none {self.encoder.graph_error}"
         pb_utils.Logger.log_info(f"mmembed: gate passed: {self.encoder.gate_report.line()}; CUDA graphs: {graphs}")
-        # Troubleshooting switch: hand embeddings to the next step through host memory instead of DLPack.
-        self.host_outputs = os.environ.get("MMEMBED_HOST_TENSORS") == "1"
 
     def execute(self, requests: list[Any]) -> list[Any]:
         try:
@@ -66,15 +60,10 @@ class TritonPythonModel:
             pb_utils.Logger.log_error(f"mmembed: torch encoder failed: {type(e).__name__}: {e}")
             return [error_response(f"encoder failed: {type(e).__name__}: {e}", invalid_input=False) for _ in requests]
         parts = torch.split(outputs, [len(batch) for batch in batches])
-        return [pb_utils.InferenceResponse(output_tensors=[self._output(part)]) for part in parts]
+        return [pb_utils.InferenceResponse(output_tensors=[tensor_output(self.output_name, part)]) for part in parts]
 
     def _input(self, request: Any) -> torch.Tensor:
         tensor = pb_utils.get_input_tensor_by_name(request, self.input_name)
         if tensor.is_cpu():
             return torch.from_numpy(tensor.as_numpy())
         return from_dlpack(tensor.to_dlpack())
-
-    def _output(self, part: torch.Tensor) -> Any:
-        if part.is_cuda and not self.host_outputs:
-            return pb_utils.Tensor.from_dlpack(self.output_name, part.contiguous().__dlpack__())
-        return pb_utils.Tensor(self.output_name, part.cpu().numpy())
