@@ -9,7 +9,7 @@
 # scipy need) plus the client and server wheels; the Python-backend stubs run in a venv that puts
 # numpy 1.26 first (the pip Triton's Python backend cannot use numpy 2) and the image's packages after.
 # Prints the benchmark table last; writes bench.json, bench.log (and bench-gpu-preprocess.*, below) and
-# the server logs to $OUT.
+# the server logs (server-logs.tar.gz) to $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/mmembed-bench-out}
 mkdir -p "$OUT"
@@ -57,4 +57,5 @@ if [ "${GPU_PREPROCESS_RUN:-1}" = "1" ]; then
       --report "$OUT/bench-gpu-preprocess.json" \
       2>&1 | grep -v "31999" | tee "$OUT/bench-gpu-preprocess.log"
 fi
-for log in /tmp/mmembed-tritonserver-*.log; do cp "$log" "$OUT/"; done
+# One archive: the device tool brings back at most 8 files from $OUT.
+tar czf "$OUT/server-logs.tar.gz" -C /tmp $(cd /tmp && ls mmembed-tritonserver-*.log 2>/dev/null)
