@@ -7,12 +7,15 @@ At construction the fp32 tower computes a reference on fresh inputs, is converte
 precision (bf16/fp16 casts; fp8 swaps the blocks' Linear layers for `Fp8Linear`), and must reproduce the
 reference within `numeric_gate.MIN_COSINE`, else PrecisionGateError. On CUDA it then captures one graph
 per batch-size bucket (a batch is padded up to the next bucket), so a call costs one graph launch instead
-of a Python-driven launch per kernel, and checks each graph against eager execution.
+of a Python-driven launch per kernel, checks the graphs against eager execution, and keeps them only if
+replaying the largest bucket is not slower than running it eagerly.
 """
 
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -75,7 +78,7 @@ class TorchEncoder:
     options: EncoderOptions
     gate_report: GateReport
     graphs: dict[int, _Graph] = field(default_factory=dict)
-    graph_error: str = ""  # why CUDA graphs are not used, if capture failed (the encoder then runs eager)
+    graph_error: str = ""  # why CUDA graphs are not used (capture failed, or slower): the encoder runs eager
 
     @property
     def device(self) -> torch.device:
@@ -144,9 +147,11 @@ def build_encoder(
     elif device.type == "cuda" and options.cuda_graphs:
         try:
             _capture_graphs(encoder, inputs)
+            encoder.graph_error = _slower_with_graphs(encoder)
         except Exception as e:  # slower, never wrong: eager execution passed the gate above
-            encoder.graphs = {}
             encoder.graph_error = f"{type(e).__name__}: {e}"
+        if encoder.graph_error:
+            encoder.graphs = {}
     return encoder
 
 
@@ -162,6 +167,34 @@ def _eager(tower: torch.nn.Module, inputs: torch.Tensor, spec: TowerSpec, option
     with torch.inference_mode():
         result: np.ndarray = tower(inputs.to(dtype)).float().cpu().numpy()
     return result
+
+
+def _slower_with_graphs(encoder: TorchEncoder, calls: int = 5) -> str:
+    """Why to run eager: replay timed against eager at the largest bucket ("" unless replay is slower).
+
+    Graphs are not always faster: on an H100 (torch 2.11) the SO400M text tower replayed at half its
+    eager speed (4,299 vs 7,997 texts/s at batch 256) while the vision tower ran equally fast both ways.
+    Calls alternate and the fastest of each counts, because other model instances may be loading on
+    the same GPU meanwhile; the 10% margin keeps equal speeds from flipping the choice."""
+    size = max(encoder.graphs)
+    batch = encoder.spec.random_input(size, seed=1).to(encoder.device)
+    eager_inputs = batch.to(encoder.input_dtype)
+
+    def milliseconds(run: Callable[[], object]) -> float:
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        run()
+        torch.cuda.synchronize()
+        return (time.perf_counter() - start) * 1000
+
+    eager_ms, replay_ms = float("inf"), float("inf")
+    with torch.inference_mode():
+        for _ in range(calls + 1):  # the first pair warms up both ways
+            eager_ms = min(eager_ms, milliseconds(lambda: encoder.tower(eager_inputs)))
+            replay_ms = min(replay_ms, milliseconds(lambda: encoder(batch)))
+    if replay_ms <= eager_ms * 1.1:
+        return ""
+    return f"CUDA graphs ran slower than eager at batch {size} ({replay_ms:.1f} vs {eager_ms:.1f} ms): running eager"
 
 
 def _capture_graphs(encoder: TorchEncoder, check_inputs: torch.Tensor) -> None:

@@ -2,8 +2,8 @@
 
 At load it builds a `mmembed.torch_encoder.TorchEncoder` from the tower folder export wrote: converted to
 the precision, gated against fp32 on fresh inputs (a model that fails the gate does not load, and the
-server log says why), CUDA graphs captured and checked. Inputs on the GPU (DLPack) are used in place;
-the output stays on the GPU for the normalisation step.
+server log says why), CUDA graphs captured, checked, and kept if not slower than eager. Inputs on the
+GPU (DLPack) are used in place; the output stays on the GPU for the normalisation step.
 """
 
 from __future__ import annotations

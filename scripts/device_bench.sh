@@ -40,10 +40,10 @@ python3 -c "import numpy, torch, transformers, mmembed; print('bench env: numpy'
 torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available())" || exit 1
 env -u PYTHONPATH /tmp/stubenv/bin/python3 -c "import numpy, PIL, tokenizers, mmembed.torch_encoder; \
 import transformers.models.siglip.modeling_siglip; print('stub env: numpy', numpy.__version__, 'ok')" 2>&1 | tail -4
-# JinaCLIP-v2 instead: BENCH_FAMILY=jinaclip2 BENCH_SIZE=full (the smoke parity and the transformers
-# baseline are SigLIP-2 only and are skipped for it).
+# BENCH_PRECISIONS=bf16 measures one precision. JinaCLIP-v2 instead: BENCH_FAMILY=jinaclip2 BENCH_SIZE=full
+# (the smoke parity and the transformers baseline are SigLIP-2 only and are skipped for it).
 python3 -m mmembed.cli bench --family "${BENCH_FAMILY:-siglip2}" --size "${BENCH_SIZE:-so400m-512}" \
-    --device cuda --precision bf16 --precision fp8 \
+    --device cuda $(for p in ${BENCH_PRECISIONS:-bf16 fp8}; do printf -- "--precision %s " "$p"; done) \
     --seconds "${SECONDS_PER_PHASE:-15}" --processes 4 --threads 4 --work-dir /tmp/bench --report "$OUT/bench.json" \
     ${BENCH_ARGS:-} \
     2>&1 | grep -v "31999" | tee "$OUT/bench.log"
