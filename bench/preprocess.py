@@ -5,7 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import time
 
-from mmembed.preprocessing import ImageSettings, decode_image, preprocess_image
+from mmembed.preprocessing import ImageSettings, image_pixels
 
 
 def preprocess_rate(jpegs: list[bytes], settings: ImageSettings, workers: int, seconds: float) -> float:
@@ -20,7 +20,7 @@ def _work(jpegs: list[bytes], settings: ImageSettings, seconds: float, index: in
     done, end = 0, time.monotonic() + seconds
     while time.monotonic() < end:
         data = jpegs[(index + done) % len(jpegs)]
-        preprocess_image(decode_image(data, settings), settings)
+        image_pixels(data, settings)
         done += 1
     return done
 

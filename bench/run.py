@@ -35,7 +35,7 @@ from mmembed.device_preprocessing import DevicePreprocessor, nvjpeg_available
 from mmembed.families import get_family
 from mmembed.families.base import TowerSpec
 from mmembed.numeric_gate import row_cosines
-from mmembed.preprocessing import ImageSettings, decode_image, preprocess_image
+from mmembed.preprocessing import ImageSettings, image_pixels
 from mmembed.sample_images import caption_corpus, photo_corpus
 from mmembed.serve import ServerSettings, TritonServer
 from mmembed.torch_encoder import EncoderOptions, build_encoder
@@ -248,7 +248,7 @@ def _preprocess_parity(encoder: Any, jpegs: list[bytes], settings: ImageSettings
         return result
 
     def on_cpu(current: ImageSettings) -> torch.Tensor:
-        return torch.from_numpy(np.stack([preprocess_image(decode_image(data, current), current) for data in photos]))
+        return torch.from_numpy(np.stack([image_pixels(data, current) for data in photos]))
 
     exact = embed(on_cpu(settings))
     fast = embed(on_cpu(replace(settings, fast_jpeg=True)))

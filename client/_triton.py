@@ -117,6 +117,7 @@ def model_infos(configs: dict[str, dict[str, Any]]) -> list[ModelInfo]:
                 precision=parameters.get("precision", ""),
                 matryoshka_dimensions=tuple(int(d) for d in matryoshka.split(",") if d),
                 query_instruction=parameters.get("query_instruction"),
+                image_decode=parameters.get("image_decode"),
             )
         )
     return infos

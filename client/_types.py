@@ -20,3 +20,6 @@ class ModelInfo:
     # Sizes `dimensions=` accepts besides `dimension` (Matryoshka); empty when the model has none.
     matryoshka_dimensions: tuple[int, ...] = ()
     query_instruction: str | None = None  # what the server puts before texts embedded with query=True
+    # How image files are decoded: "reference" (as the model's own pipeline does) or "display" (EXIF
+    # orientation, transparency on white, 16-bit scaled: `mmembed export --image-decode display`)
+    image_decode: str | None = None

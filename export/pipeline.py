@@ -47,18 +47,19 @@ from mmembed.families.base import Modality, TowerSpec
 from mmembed.load_gate import REFERENCE_FILE, GateReference
 from mmembed.numeric_gate import GateReport, gate
 from mmembed.preprocessing import (
+    DISPLAY_DECODE,
     SETTINGS_FILE,
     ImageSettings,
     InputLimits,
     TextSettings,
     TextTokenizer,
-    decode_image,
-    preprocess_image,
+    image_pixels,
 )
 from mmembed.sample_images import CAPTIONS, synthetic_jpeg
 from mmembed.torch_encoder import EncoderOptions, build_encoder
 
 REPORT_FILE = "export_report.json"
+IMAGE_DECODES = ("reference", "display")
 TIMING_CACHE_FILE = "tensorrt_timing.cache"  # beside the models: Triton ignores files in the repository root
 
 
@@ -81,6 +82,10 @@ class ExportRequest:
     # "pillow": decode and resize on CPU instances; "torch" (runtime torch): nvJPEG decode where available,
     # resize and normalise with torch on the encoder's device (see mmembed.device_preprocessing)
     image_preprocess: str = "pillow"
+    # "reference": decode files as the family's reference pipeline does (e.g. transformers' load_image);
+    # "display": as a viewer shows them (EXIF orientation, transparency on white, 16-bit scaled), a
+    # documented deviation from the reference for such files
+    image_decode: str = "reference"
     limits: InputLimits = field(default_factory=InputLimits)
 
 
@@ -107,8 +112,10 @@ def export_model(request: ExportRequest, log: Callable[[str], None] = print) -> 
     names = ModelNames(name=request.name)
     log(f"reading {family.name} checkpoint {checkpoint}")
     limits = request.limits
+    reference_image = family.image_settings(checkpoint)
     image = replace(
-        family.image_settings(checkpoint),
+        reference_image,
+        decode=DISPLAY_DECODE if request.image_decode == "display" else reference_image.decode,
         fast_jpeg=request.fast_jpeg,
         max_image_bytes=limits.max_image_bytes,
         max_image_pixels=limits.max_image_pixels,
@@ -251,7 +258,7 @@ def _sample_jpegs(count: int, first_seed: int = 0) -> list[bytes]:
 
 def _pixels(jpegs: list[bytes], settings: ImageSettings) -> torch.Tensor:
     """JPEGS through the served preprocessing."""
-    return torch.from_numpy(np.stack([preprocess_image(decode_image(data, settings), settings) for data in jpegs]))
+    return torch.from_numpy(np.stack([image_pixels(data, settings) for data in jpegs]))
 
 
 def _gate_reference(
@@ -290,6 +297,8 @@ def _check_request(request: ExportRequest) -> None:
         raise ExportError(f"image preprocessing {request.image_preprocess!r}: choose pillow or torch")
     if request.image_preprocess == "torch" and request.runtime is not Runtime.TORCH:
         raise ExportError("image preprocessing torch runs beside runtime torch's encoders: use --runtime torch")
+    if request.image_decode not in IMAGE_DECODES:
+        raise ExportError(f"image decoding {request.image_decode!r}: choose {' or '.join(IMAGE_DECODES)}")
     if request.device not in ("cuda", "cpu"):
         raise ExportError(f"device {request.device!r}: choose cuda or cpu")
     if not request.name.replace("_", "").replace("-", "").isalnum():
@@ -387,7 +396,11 @@ def _write_models(
             encoder_source,
         ),
     }
-    image_metadata = {"modality": "image", "image_size": f"{image.height}x{image.width}"}
+    image_metadata = {
+        "modality": "image",
+        "image_size": f"{image.height}x{image.width}",
+        "image_decode": request.image_decode,
+    }
     text_metadata = {"modality": "text", "max_text_length": str(text.max_length)}
     chains = (
         (names.image, image_bytes, names.image_preprocess, names.vision_encoder, pixels, batching, image_metadata),

@@ -53,7 +53,10 @@ def _parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="export a checkpoint into a Triton model repository")
     export.add_argument("family", choices=sorted(FAMILIES))
-    export.add_argument("--checkpoint", type=Path, required=True, help="checkpoint folder (Hugging Face layout)")
+    export.add_argument(
+        "--checkpoint", required=True, help="checkpoint folder (Hugging Face layout), or a hub model id"
+    )
+    export.add_argument("--revision", default=None, help="with a hub model id: branch, tag or commit")
     export.add_argument("--repository", type=Path, required=True, help="model repository folder to write into")
     export.add_argument("--name", default=None, help="served model name (default: the family name)")
     export.add_argument("--runtime", default="onnxruntime-cpu", choices=[r.value for r in Runtime])
@@ -66,6 +69,13 @@ def _parser() -> argparse.ArgumentParser:
         default="pillow",
         choices=["pillow", "torch"],
         help="runtime torch: 'torch' decodes JPEGs with nvJPEG and resizes on the encoder's device",
+    )
+    export.add_argument(
+        "--image-decode",
+        default="reference",
+        choices=["reference", "display"],
+        help="'display' decodes as a viewer shows files (EXIF, transparency on white, 16-bit scaled), not as "
+        "the model's reference pipeline does",
     )
     export.add_argument("--max-batch-size", type=int, default=64, help="images per encoder batch")
     export.add_argument("--text-max-batch-size", type=int, default=256, help="texts per encoder batch")
@@ -172,11 +182,12 @@ def _checkpoint(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from mmembed.export import BatchingOptions, ExportRequest, Precision, Runtime, export_model
     from mmembed.families import get_family
+    from mmembed.families.hub import resolve_checkpoint
     from mmembed.preprocessing import InputLimits
 
     request = ExportRequest(
         family=get_family(args.family),
-        checkpoint=args.checkpoint,
+        checkpoint=resolve_checkpoint(args.checkpoint, args.revision),
         repository=args.repository,
         name=args.name or args.family,
         runtime=Runtime(args.runtime),
@@ -194,6 +205,7 @@ def _export(args: argparse.Namespace) -> int:
         fast_jpeg=args.fast_jpeg,
         compile=args.compile,
         image_preprocess=args.image_preprocess,
+        image_decode=args.image_decode,
         limits=InputLimits(
             max_image_bytes=args.max_image_bytes,
             max_image_pixels=args.max_image_pixels,

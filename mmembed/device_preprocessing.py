@@ -72,14 +72,15 @@ class DevicePreprocessor:
         return torch.stack(pixels)
 
     def decode(self, items: list[bytes]) -> list[torch.Tensor]:
-        """Each item as upright RGB uint8 [3, h, w] on the device."""
+        """Each item as RGB uint8 [3, h, w] on the device, decoded as the settings' decode policy says."""
         images: dict[int, torch.Tensor] = {}
         for_nvjpeg: dict[int, int] = {}  # item -> its EXIF orientation
         for index, data in enumerate(items):
             with _naming_item(index):
                 header = open_image(data, self.settings)
-                if self.decode_jpegs is not None and nvjpeg_can_decode(header, data):
-                    for_nvjpeg[index] = int(header.getexif().get(0x0112, 1))
+                orientation = self._orientation(header)
+                if self.decode_jpegs is not None and orientation is not None and nvjpeg_can_decode(header, data):
+                    for_nvjpeg[index] = orientation
                 else:
                     images[index] = self._decode_on_cpu(data)
         decoded = self._decode_on_gpu([items[index] for index in for_nvjpeg])
@@ -87,6 +88,16 @@ class DevicePreprocessor:
             with _naming_item(index):
                 images[index] = self._decode_on_cpu(items[index]) if image is None else upright(image, orientation)
         return [images[index] for index in range(len(items))]
+
+    def _orientation(self, header: Image.Image) -> int | None:
+        """The EXIF orientation to apply to nvJPEG's pixels (1 where the decode policy ignores EXIF), or None
+        for EXIF Pillow cannot read: the Pillow path then decides, with the default path's message."""
+        if not self.settings.decode.exif_orientation:
+            return 1
+        try:
+            return int(header.getexif().get(0x0112, 1))
+        except Exception:
+            return None
 
     def _decode_on_gpu(self, jpegs: list[bytes]) -> list[torch.Tensor | None]:
         """nvJPEG's images, or Nones when it refuses the batch: Pillow then decodes them or names the bad one."""

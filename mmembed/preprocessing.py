@@ -14,12 +14,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 __all__ = [
+    "DISPLAY_DECODE",
+    "PILLOW_CONVERT_DECODE",
     "SETTINGS_FILE",
+    "TRANSFORMERS_DECODE",
+    "DecodePolicy",
     "ImageSettings",
     "InputLimits",
     "InvalidInputError",
@@ -27,6 +32,7 @@ __all__ = [
     "TextTokenizer",
     "decode_image",
     "decode_text",
+    "image_pixels",
     "open_image",
     "preprocess_image",
 ]
@@ -54,6 +60,29 @@ class InputLimits:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DecodePolicy:
+    """How encoded bytes become the RGB image a model sees. Each family takes its reference pipeline's
+    policy, so that the same file gives the same embedding as the model's own code, decoding included."""
+
+    exif_orientation: bool  # turn the image upright as its EXIF orientation tag says
+    # "drop": Pillow's convert("RGB"), which keeps the colour stored under transparent pixels;
+    # "white": composite onto white, as a viewer shows it
+    transparency: Literal["drop", "white"]
+    # "clip": Pillow's convert("RGB"), which clips 16-bit and float values to 0..255;
+    # "scale": map the full range onto 8 bits (65535 -> 255; float from its minimum to its maximum)
+    high_bit_depth: Literal["clip", "scale"]
+
+
+# transformers' `image_utils.load_image` (the SigLIP-2 pipelines): `exif_transpose`, then convert("RGB").
+TRANSFORMERS_DECODE = DecodePolicy(exif_orientation=True, transparency="drop", high_bit_depth="clip")
+# `Image.open(...).convert("RGB")`, as JinaCLIP-v2's official `encode_image`: EXIF orientation ignored.
+PILLOW_CONVERT_DECODE = DecodePolicy(exif_orientation=False, transparency="drop", high_bit_depth="clip")
+# `mmembed export --image-decode display`: the image as a viewer shows it, whatever the model's reference
+# does. A deviation from the reference for transparent, EXIF-rotated and 16-bit files.
+DISPLAY_DECODE = DecodePolicy(exif_orientation=True, transparency="white", high_bit_depth="scale")
+
+
+@dataclass(frozen=True, kw_only=True)
 class ImageSettings:
     """How the checkpoint's image processor turns a decoded image into `pixel_values` [3, height, width].
 
@@ -68,6 +97,7 @@ class ImageSettings:
     rescale_factor: float | None  # None when the processor does not rescale
     image_mean: tuple[float, float, float] | None  # None when the processor does not normalise
     image_std: tuple[float, float, float] | None
+    decode: DecodePolicy  # the family's reference decoding, unless export was asked for another
     max_image_bytes: int = InputLimits.max_image_bytes
     max_image_pixels: int = InputLimits.max_image_pixels
     # Decode large JPEGs at 1/2, 1/4 or 1/8 scale (libjpeg DCT scaling) while still at least the target
@@ -83,6 +113,7 @@ class ImageSettings:
         for key in ("image_mean", "image_std"):
             if fields[key] is not None:
                 fields[key] = tuple(fields[key])
+        fields["decode"] = DecodePolicy(**fields["decode"])
         return cls(**fields)
 
 
@@ -118,37 +149,60 @@ def open_image(data: bytes, settings: ImageSettings) -> Image.Image:
         raise InvalidInputError("image is empty (0 bytes)")
     if len(data) > settings.max_image_bytes:
         raise InvalidInputError(f"image is {len(data)} bytes, over the limit of {settings.max_image_bytes}")
-    with _image_errors(data, settings):
+    with _image_errors(data, settings, None):
         image = Image.open(io.BytesIO(data))
+        if isinstance(image, ImageFile.StubImageFile):  # BUFR, GRIB, HDF5, WMF: an application's plugin decodes
+            raise InvalidInputError(f"unsupported {image.format} file: Pillow has no decoder for it on this server")
         pixels = image.width * image.height
         if pixels > settings.max_image_pixels:
             raise InvalidInputError(
                 f"image is {image.width}x{image.height} = {pixels} pixels, over the limit of "
                 f"{settings.max_image_pixels}"
             )
+        if pixels == 0:
+            raise InvalidInputError(f"image is {image.width}x{image.height}: it has no pixels")
         return image
 
 
 def decode_image(data: bytes, settings: ImageSettings) -> Image.Image:
-    """Decode one encoded image to an upright 8-bit RGB PIL image, or raise InvalidInputError saying why.
+    """Decode one encoded image to an 8-bit RGB PIL image as `settings.decode` says, or raise
+    InvalidInputError saying why it cannot be.
 
-    Transparency is composited onto white and EXIF orientation applied, as transformers' processor does;
-    16-bit and float images are scaled to 8 bits rather than clipped. Only the first frame of an animation
-    is used. The pixel count is checked from the header, before any pixel is decoded.
+    The image is the one Pillow presents after opening the file, as the reference pipelines use it: the
+    first frame of an animation or a multi-page file, a layered file's composite. The pixel count is checked
+    from the header, before any pixel is decoded. Any failure inside a decoder is this item's error.
     """
     image = open_image(data, settings)
-    with _image_errors(data, settings):
-        image.seek(0)
+    with _image_errors(data, settings, image.format):
         if settings.fast_jpeg:
             side = max(settings.width, settings.height)  # either side may end up vertical after EXIF
             image.draft(None, (side, side))
         image.load()
-        return _to_rgb(ImageOps.exif_transpose(image))
+        if settings.decode.exif_orientation:
+            image = ImageOps.exif_transpose(image)
+        return _to_rgb(image, settings.decode)
+
+
+def image_pixels(data: bytes, settings: ImageSettings) -> np.ndarray:
+    """One encoded image -> float32 [3, height, width], exactly as the checkpoint's pipeline makes it."""
+    return preprocess_image(decode_image(data, settings), settings)
+
+
+# Pillow's messages for formats it recognises but cannot decode on this machine.
+_UNSUPPORTED = (
+    "cannot find loader",  # stub formats (BUFR, GRIB, HDF5, WMF) without an application's handler
+    "cannot load this image",  # formats Pillow identifies but has no decoder for (MPEG)
+    "handler",
+    "not supported",
+    "unsupported",
+    "no decoder",
+)
 
 
 @contextmanager
-def _image_errors(data: bytes, settings: ImageSettings) -> Iterator[None]:
-    """Pillow's exceptions for a bad image, as InvalidInputError with a message a client can act on."""
+def _image_errors(data: bytes, settings: ImageSettings, image_format: str | None) -> Iterator[None]:
+    """Any exception while reading one image, as InvalidInputError with a message a client can act on:
+    Pillow's decoders raise many classes (OSError, EOFError, SyntaxError, struct.error, NotImplementedError)."""
     try:
         yield
     except InvalidInputError:
@@ -159,15 +213,25 @@ def _image_errors(data: bytes, settings: ImageSettings) -> Iterator[None]:
         raise InvalidInputError(
             f"image declares too many pixels, over the limit of {settings.max_image_pixels}: {e}"
         ) from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise InvalidInputError(f"corrupt or truncated image: {e}") from None
+    except Exception as e:
+        name = image_format or "image"
+        detail = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        if "ghostscript" in str(e).lower():
+            raise InvalidInputError(
+                f"unsupported {name} file: {name} needs Ghostscript to render, which this server does not have"
+            ) from None
+        if isinstance(e, NotImplementedError) or any(word in str(e).lower() for word in _UNSUPPORTED):
+            raise InvalidInputError(
+                f"unsupported {name} file: Pillow cannot decode it on this server ({detail})"
+            ) from None
+        raise InvalidInputError(f"corrupt or truncated {name} file ({detail})") from None
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+def _to_rgb(image: Image.Image, policy: DecodePolicy) -> Image.Image:
+    if policy.high_bit_depth == "scale" and image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         image = _high_depth_to_8bit(image)
     has_alpha = "A" in image.getbands() or "transparency" in image.info
-    if not has_alpha:
+    if policy.transparency == "drop" or not has_alpha:
         return image.convert("RGB")
     rgba = image.convert("RGBA")
     white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -175,7 +239,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 
 def _high_depth_to_8bit(image: Image.Image) -> Image.Image:
-    """Scale a 16-bit or float grayscale image to 8 bits (PIL's own convert would clip it to 255)."""
+    """Scale a 16-bit or float grayscale image to 8 bits (Pillow's own convert would clip it to 255)."""
     values = np.asarray(image, dtype=np.float64)
     if image.mode == "F":
         low, high = float(np.nanmin(values)), float(np.nanmax(values))

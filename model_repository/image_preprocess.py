@@ -14,7 +14,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from mmembed.contract import IMAGE_INPUT, PIXEL_VALUES
-from mmembed.preprocessing import SETTINGS_FILE, ImageSettings, decode_image, preprocess_image
+from mmembed.preprocessing import SETTINGS_FILE, ImageSettings, image_pixels
 from mmembed.triton_glue import input_array, instance_device, map_items, respond, tensor_output, version_folder
 
 
@@ -37,10 +37,7 @@ class TritonPythonModel:
         return [respond(request, handle) for request in requests]
 
     def _preprocess(self, request: Any) -> list[Any]:
-        pixels = map_items(
-            input_array(request, IMAGE_INPUT),
-            lambda data: preprocess_image(decode_image(data, self.settings), self.settings),
-        )
+        pixels = map_items(input_array(request, IMAGE_INPUT), lambda data: image_pixels(data, self.settings))
         return [pb_utils.Tensor(PIXEL_VALUES, np.stack(pixels))]
 
     def _preprocess_on_device(self, request: Any) -> list[Any]:

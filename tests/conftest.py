@@ -3,7 +3,6 @@ real tritonserver on it."""
 
 from __future__ import annotations
 
-import io
 import shutil
 from collections.abc import Iterator
 from dataclasses import replace
@@ -114,18 +113,3 @@ def server(repository: Path) -> Iterator[TritonServer]:
 def client(server: TritonServer) -> Iterator[EmbeddingClient]:
     with EmbeddingClient(server.grpc_url) as embedding_client:
         yield embedding_client
-
-
-def photo(width: int = 160, height: int = 120, seed: int = 0) -> Image.Image:
-    """A photo-like RGB image: smooth gradients plus noise, so resizing and JPEG both matter."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width]
-    base = np.stack([x * 255 / width, y * 255 / height, (x + y) * 127 / (width + height)], axis=-1)
-    noisy = base + rng.normal(0, 20, base.shape)
-    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
-
-
-def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **options)
-    return buffer.getvalue()

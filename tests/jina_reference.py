@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -130,3 +131,29 @@ def _rotate_halves(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     turned = torch.complex(x[..., :half], x[..., half:]) * rotation
     return torch.cat([turned.real, turned.imag], dim=-1)
+
+
+def official_image_pixels(data: bytes, checkpoint: Path) -> np.ndarray:
+    """What the official `encode_image` hands the vision tower for one file: `Image.open(...)
+    .convert("RGB")` (no EXIF orientation, alpha dropped, Pillow's own 16-bit conversion), then
+    JinaCLIPImageProcessor's transform (short side resized bicubic, centre crop, ToTensor, mean/std from
+    `preprocessor_config.json`'s `mean` / `std`), here through transformers' CLIPImageProcessorPil."""
+    import io
+    import json
+
+    from PIL import Image
+    from transformers import CLIPImageProcessorPil
+
+    config = json.loads((checkpoint / "preprocessor_config.json").read_text())
+    size = config["size"]
+    processor = CLIPImageProcessorPil(
+        size={"shortest_edge": size},
+        crop_size={"height": size, "width": size},
+        resample=Image.Resampling.BICUBIC,
+        image_mean=config["mean"],
+        image_std=config["std"],
+        do_convert_rgb=False,
+    )
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    pixels: np.ndarray = processor(images=image, return_tensors="np")["pixel_values"][0]
+    return pixels

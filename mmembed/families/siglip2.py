@@ -7,7 +7,6 @@ pooled from the last position, so the length must always be the model's `max_pos
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import Any
 
@@ -21,242 +20,13 @@ from mmembed.families.base import (
     image_processor_config,
     read_json,
 )
-from mmembed.preprocessing import ImageSettings, TextSettings
-
-# google/siglip2-so400m-patch16-512 (config.json); everything else is a SiglipConfig default.
-_SO400M_512: dict[str, Any] = {
-    "text_config": {
-        "hidden_size": 1152,
-        "intermediate_size": 4304,
-        "num_attention_heads": 16,
-        "num_hidden_layers": 27,
-        "projection_size": 1152,
-        "vocab_size": 256000,
-    },
-    "vision_config": {
-        "hidden_size": 1152,
-        "image_size": 512,
-        "intermediate_size": 4304,
-        "num_attention_heads": 16,
-        "num_hidden_layers": 27,
-    },
-    "image_size": 512,
-    "resample": 2,  # bilinear, as in the google/siglip2-*-512 preprocessor_config.json
-}
-
-# Small enough for CI on two cores; same code path, same shapes except sizes.
-_TINY: dict[str, Any] = {
-    "text_config": {
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_attention_heads": 4,
-        "num_hidden_layers": 2,
-        "projection_size": 64,
-        "vocab_size": 1024,
-        "max_position_embeddings": 64,
-        # Gemma's special ids, so transformers does not warn about CLIP ids outside a small vocabulary.
-        "pad_token_id": 0,
-        "eos_token_id": 1,
-        "bos_token_id": 2,
-    },
-    "vision_config": {
-        "hidden_size": 64,
-        "image_size": 64,
-        "patch_size": 16,
-        "intermediate_size": 128,
-        "num_attention_heads": 4,
-        "num_hidden_layers": 2,
-    },
-    "image_size": 64,
-    "resample": 2,
-}
-
-SIZES: dict[str, dict[str, Any]] = {"tiny": _TINY, "so400m-512": _SO400M_512}
-
-_SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>"]  # Gemma ids 0, 1, 2, 3
-
-
-def make_checkpoint(size: str, out: Path) -> None:
-    """Write a random-weight checkpoint of SIZE in Hugging Face layout, with a locally trained tokenizer."""
-    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor
-
-    if size not in SIZES:
-        raise CheckpointError(f"unknown siglip2 size {size!r}; choose one of {', '.join(SIZES)}")
-    spec = SIZES[size]
-    torch.manual_seed(0)
-    config = SiglipConfig(text_config=spec["text_config"], vision_config=spec["vision_config"])
-    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):  # 1.1B random values: GPU is quicker
-        model = SiglipModel(config)
-    image_processor = SiglipImageProcessor(
-        size={"height": spec["image_size"], "width": spec["image_size"]},
-        resample=spec["resample"],
-        image_mean=[0.5, 0.5, 0.5],
-        image_std=[0.5, 0.5, 0.5],
-    )
-    processor = SiglipProcessor(image_processor=image_processor, tokenizer=_train_tokenizer(spec))
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-
-
-def _train_tokenizer(spec: dict[str, Any]) -> Any:
-    """A small BPE shaped like Gemma's tokenizer.json: same special ids, spaces normalised to "▁",
-    byte fallback for characters outside the vocabulary, and `<eos>` appended to every text."""
-    import json
-
-    from tokenizers import (
-        Regex,
-        Tokenizer,
-        decoders,
-        models,
-        normalizers,
-        pre_tokenizers,
-        processors,
-        trainers,
-    )
-    from transformers import GemmaTokenizer
-
-    tokenizer = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
-    tokenizer.normalizer = normalizers.Replace(" ", "▁")
-    # Words are learned separately, then the pre-tokenizer is dropped, as in Gemma's file.
-    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex("▁[^▁]*"), behavior="isolated")
-    byte_tokens = [f"<0x{value:02X}>" for value in range(256)]
-    vocab_size = min(spec["text_config"]["vocab_size"], 4096) - len(byte_tokens)
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=_SPECIAL_TOKENS)
-    tokenizer.train_from_iterator(_training_corpus(), trainer)
-    layout = json.loads(tokenizer.to_str())
-    vocab = layout["model"]["vocab"]
-    for token in byte_tokens:
-        vocab.setdefault(token, len(vocab))
-    layout["pre_tokenizer"] = None
-    tokenizer = Tokenizer.from_str(json.dumps(layout))
-    tokenizer.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
-    tokenizer.post_processor = processors.TemplateProcessing(single="$A <eos>", special_tokens=[("<eos>", 1)])
-    return GemmaTokenizer(
-        tokenizer_object=tokenizer,
-        pad_token="<pad>",
-        eos_token="<eos>",
-        bos_token="<bos>",
-        unk_token="<unk>",
-        model_input_names=["input_ids"],
-        padding_side="right",
-    )
-
-
-_WORDS = [
-    "a",
-    "an",
-    "the",
-    "this",
-    "that",
-    "of",
-    "on",
-    "in",
-    "under",
-    "with",
-    "without",
-    "and",
-    "or",
-    "photo",
-    "picture",
-    "image",
-    "drawing",
-    "painting",
-    "sketch",
-    "cat",
-    "dog",
-    "bird",
-    "horse",
-    "cow",
-    "sheep",
-    "fish",
-    "car",
-    "truck",
-    "bus",
-    "bicycle",
-    "train",
-    "plane",
-    "boat",
-    "house",
-    "tree",
-    "flower",
-    "street",
-    "city",
-    "beach",
-    "mountain",
-    "river",
-    "sky",
-    "cloud",
-    "sun",
-    "moon",
-    "night",
-    "day",
-    "red",
-    "green",
-    "blue",
-    "yellow",
-    "black",
-    "white",
-    "orange",
-    "purple",
-    "small",
-    "large",
-    "old",
-    "young",
-    "happy",
-    "running",
-    "sitting",
-    "standing",
-    "sleeping",
-    "eating",
-    "two",
-    "three",
-    "many",
-    "people",
-    "man",
-    "woman",
-    "child",
-    "person",
-    "group",
-    "table",
-    "chair",
-    "bed",
-    "window",
-    "door",
-    "kitchen",
-    "food",
-    "pizza",
-    "cake",
-    "coffee",
-    "cup",
-    "book",
-    "phone",
-    "computer",
-    "screen",
-    "sign",
-    "text",
-    "logo",
-    "product",
-    "shoe",
-    "shirt",
-    "dress",
-    "bag",
-    "watch",
-    "close-up",
-    "view",
-    "of",
-    "from",
-    "above",
-]
-
-
-def _training_corpus() -> list[str]:
-    rng = random.Random(0)
-    return [" ".join(rng.choices(_WORDS, k=rng.randint(3, 12))) for _ in range(4000)]
+from mmembed.families.siglip2_checkpoint import SIZES, make_checkpoint
+from mmembed.preprocessing import TRANSFORMERS_DECODE, ImageSettings, TextSettings
 
 
 def image_settings(checkpoint: Path) -> ImageSettings:
-    """Image settings read from the checkpoint's processor config, never from constants."""
+    """Image settings read from the checkpoint's processor config, never from constants; decoded as
+    transformers' `load_image` does (EXIF orientation applied, then Pillow's convert("RGB"))."""
     config = image_processor_config(checkpoint)
     size = config.get("size") or {}
     if "height" not in size or "width" not in size:
@@ -273,18 +43,20 @@ def image_settings(checkpoint: Path) -> ImageSettings:
             rescale_factor=float(config["rescale_factor"]) if rescale else None,
             image_mean=tuple(config["image_mean"]) if normalise else None,
             image_std=tuple(config["image_std"]) if normalise else None,
+            decode=TRANSFORMERS_DECODE,
         )
     except KeyError as e:
         raise CheckpointError(f"the image processor config of {checkpoint} lacks {e}") from None
 
 
 def text_settings(checkpoint: Path) -> TextSettings:
-    """Text settings: full-length padding to the model's position count with the tokenizer's pad token."""
+    """Text settings: full-length padding to the model's position count (the config's, or transformers'
+    default for a config that leaves it out, as the official ones do) with the tokenizer's pad token."""
     from tokenizers import Tokenizer
+    from transformers import SiglipConfig
 
-    config = read_json(checkpoint, "config.json")
+    config: Any = SiglipConfig.from_dict(read_json(checkpoint, "config.json"))
     tokenizer_config = read_json(checkpoint, "tokenizer_config.json")
-    max_length = int(config.get("text_config", {}).get("max_position_embeddings", 64))
     pad_token = tokenizer_config.get("pad_token", "<pad>")
     if isinstance(pad_token, dict):  # older tokenizer configs store AddedToken dicts
         pad_token = pad_token["content"]
@@ -292,7 +64,12 @@ def text_settings(checkpoint: Path) -> TextSettings:
     pad_id = tokenizer.token_to_id(pad_token)
     if pad_id is None:
         raise CheckpointError(f"pad token {pad_token!r} is not in {checkpoint / 'tokenizer.json'}")
-    return TextSettings(max_length=max_length, pad_token_id=pad_id, lowercase=True)
+    # The model was trained on lowercased text; its GemmaTokenizer does not lowercase, whatever
+    # `do_lower_case` says, so the preprocessing does.
+    lowercase = bool(tokenizer_config.get("do_lower_case", True))
+    return TextSettings(
+        max_length=int(config.text_config.max_position_embeddings), pad_token_id=pad_id, lowercase=lowercase
+    )
 
 
 def _quiet() -> None:

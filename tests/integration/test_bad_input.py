@@ -6,7 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from conftest import JINA_MODEL, JINA_TORCH_MODEL, MODEL, TORCH_MODEL, encode, photo
+from conftest import JINA_MODEL, JINA_TORCH_MODEL, MODEL, TORCH_MODEL
+from image_files import encode, photo
 from mmembed.client import EmbeddingClient, InvalidInputError, ModelNotFoundError
 
 from mmembed.serve import TritonServer

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import JINA_MODEL, MODEL, encode, photo
+from conftest import JINA_MODEL, MODEL
+from image_files import encode, photo
 
 from mmembed.serve import ServeError, ServerSettings, TritonServer
 

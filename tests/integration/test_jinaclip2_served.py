@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 import tritonclient.grpc as grpcclient
-from conftest import JINA_MODEL, JINA_TORCH_MODEL, encode, photo
+from conftest import JINA_MODEL, JINA_TORCH_MODEL
+from image_files import encode, photo
 from jina_reference import JinaReference
 from mmembed.client import EmbeddingClient, InvalidInputError
 from tritonclient.utils import InferenceServerException

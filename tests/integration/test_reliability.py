@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from conftest import MODEL, encode, photo
+from conftest import MODEL
+from image_files import encode, photo
 from mmembed.client import (
     ClientOptions,
     EmbeddingClient,

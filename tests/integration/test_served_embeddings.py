@@ -8,7 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from conftest import JINA_MODEL, JINA_TORCH_MODEL, MODEL, TORCH_MODEL, encode, photo, reference_images, reference_texts
+from conftest import JINA_MODEL, JINA_TORCH_MODEL, MODEL, TORCH_MODEL, reference_images, reference_texts
+from image_files import encode, photo
 from mmembed.client import AsyncEmbeddingClient, EmbeddingClient
 from PIL import Image
 from transformers import SiglipModel

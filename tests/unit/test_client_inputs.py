@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import encode, photo
+from image_files import encode, photo
 from mmembed.client import ClientOptions, InvalidInputError
 from mmembed.client._errors import (
     ModelNotFoundError,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from transformers import AutoModel, AutoProcessor, SiglipConfig, SiglipModel
 
 from mmembed.families import get_family
 from mmembed.families.base import TowerSpec
-from mmembed.families.siglip2 import SIZES
+from mmembed.families.siglip2_checkpoint import official_files
 from mmembed.numeric_gate import PrecisionGateError
 
 
@@ -26,9 +27,9 @@ def test_checkpoint_loads_with_auto_classes(checkpoint: Path) -> None:
 
 def test_so400m_size_has_the_published_parameter_count() -> None:
     """1,136,555,698 parameters: the size implied by google/siglip2-so400m-patch16-512's safetensors file."""
-    spec = SIZES["so400m-512"]
+    config = json.loads(official_files("so400m-512")["config.json"])
     with torch.device("meta"):
-        model = SiglipModel(SiglipConfig(text_config=spec["text_config"], vision_config=spec["vision_config"]))
+        model = SiglipModel(SiglipConfig.from_dict(config))
     assert sum(p.numel() for p in model.parameters()) == 1_136_555_698
 
 

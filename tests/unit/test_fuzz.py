@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import encode, photo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from image_files import encode, photo
 
 from mmembed.families import get_family
 from mmembed.preprocessing import (
+    DISPLAY_DECODE,
     ImageSettings,
     InvalidInputError,
     TextTokenizer,
@@ -30,6 +31,7 @@ IMAGE = ImageSettings(
     image_mean=(0.5, 0.5, 0.5),
     image_std=(0.5, 0.5, 0.5),
     max_image_pixels=4_000_000,
+    decode=DISPLAY_DECODE,  # the policy with the most steps: EXIF, compositing, 16-bit scaling
 )
 REAL_IMAGES = [encode(photo(40, 30, seed=1), fmt) for fmt in ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF", "ICO")]
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

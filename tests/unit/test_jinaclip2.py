@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import photo
+from image_files import photo
 from jina_reference import JinaReference
 from mmembed.client import _triton
 from mmembed.client._errors import InvalidInputError as ClientInputError
@@ -199,8 +199,8 @@ def test_preprocessing_matches_a_clip_image_processor_with_the_checkpoints_setti
         size={"shortest_edge": size},
         crop_size={"height": size, "width": size},
         resample=Image.Resampling.BICUBIC,
-        image_mean=config["image_mean"],
-        image_std=config["image_std"],
+        image_mean=config["mean"],
+        image_std=config["std"],
     )
     settings = FAMILY.image_settings(jina_checkpoint)
     for width, height in [(160, 120), (120, 160), (300, 58), (56, 56), (1000, 700)]:

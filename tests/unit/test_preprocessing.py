@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import encode, photo
-from PIL import Image
+from image_files import encode, photo
 from transformers import AutoProcessor
 
 from mmembed.families import get_family
@@ -91,64 +89,6 @@ def test_token_ids_match_the_processor(checkpoint: Path, processor: object) -> N
 def test_text_is_lowercased(checkpoint: Path) -> None:
     tokenize = TextTokenizer(SIGLIP2.text_settings(checkpoint), checkpoint)
     np.testing.assert_array_equal(tokenize(["A PHOTO OF A DOG"]), tokenize(["a photo of a dog"]))
-
-
-def _settings() -> ImageSettings:
-    return ImageSettings(height=8, width=8, resample=2, rescale_factor=None, image_mean=None, image_std=None)
-
-
-def test_transparency_is_composited_on_white() -> None:
-    rgba = Image.new("RGBA", (4, 4), (10, 20, 30, 0))
-    decoded = decode_image(encode(rgba, "PNG"), _settings())
-    assert decoded.mode == "RGB" and decoded.getpixel((0, 0)) == (255, 255, 255)
-
-
-def test_sixteen_bit_png_is_scaled_not_clipped() -> None:
-    values = np.full((4, 4), 32896, dtype=np.uint16)  # half of 65535
-    decoded = decode_image(encode(Image.fromarray(values), "PNG"), _settings())
-    assert decoded.getpixel((0, 0)) == (128, 128, 128)
-
-
-def test_exif_orientation_is_applied() -> None:
-    wide = Image.new("RGB", (40, 20), (200, 0, 0))
-    exif = Image.Exif()
-    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
-    decoded = decode_image(encode(wide, "JPEG", exif=exif), _settings())
-    assert decoded.size == (20, 40)
-
-
-def test_cmyk_jpeg_becomes_rgb() -> None:
-    cmyk = Image.new("CMYK", (8, 8), (0, 255, 255, 0))  # pure red in CMYK
-    decoded = decode_image(encode(cmyk, "JPEG"), _settings())
-    red, green, blue = decoded.getpixel((4, 4))  # type: ignore[misc]
-    assert decoded.mode == "RGB" and red > 200 and green < 60 and blue < 60
-
-
-def test_animated_gif_uses_the_first_frame() -> None:
-    frames = [Image.new("RGB", (8, 8), color) for color in ((250, 0, 0), (0, 0, 250))]
-    buffer = io.BytesIO()
-    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
-    red, _, blue = decode_image(buffer.getvalue(), _settings()).getpixel((0, 0))  # type: ignore[misc]
-    assert red > 200 and blue < 50
-
-
-@pytest.mark.parametrize(
-    ("data", "message"),
-    [
-        (b"", "empty"),
-        (b"\x00\x01garbage" * 10, "cannot identify image format"),
-        (encode(photo(), "JPEG")[:300], "truncated"),
-    ],
-)
-def test_bad_images_raise_a_clear_error(data: bytes, message: str) -> None:
-    with pytest.raises(InvalidInputError, match=message):
-        decode_image(data, _settings())
-
-
-def test_pixel_limit_is_checked_before_decoding() -> None:
-    huge = ImageSettings(**{**_settings().__dict__, "max_image_pixels": 100})
-    with pytest.raises(InvalidInputError, match="over the limit"):
-        decode_image(encode(Image.new("L", (20, 20)), "PNG"), huge)
 
 
 def test_invalid_utf8_names_the_byte() -> None:

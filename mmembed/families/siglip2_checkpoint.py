@@ -1,0 +1,134 @@
+"""Random-weight SigLIP-2 checkpoints around the official google/siglip2-so400m-patch16-512 files.
+
+`so400m-512` writes the official config, processor config, tokenizer config and special tokens as they
+are; `tiny` writes the same files with only the architecture numbers shrunk. The weights are random and
+the tokenizer is a small BPE trained here, laid out like Gemma's: the official added tokens at their ids,
+spaces as "▁", byte fallback, `<eos>` appended to every text.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmembed.families.base import CheckpointError
+from mmembed.families.official import official_bytes, official_json, overlay, shrink_token_ids
+
+MODEL_ID = "google/siglip2-so400m-patch16-512"
+OFFICIAL_FILES = ("config.json", "preprocessor_config.json", "special_tokens_map.json", "tokenizer_config.json")
+
+# What each size changes in the official config.json: nothing for the real size; for tiny (CI on two
+# cores) the sizes only, so every other key and default is the official one.
+SIZES: dict[str, dict[str, Any]] = {
+    "so400m-512": {},
+    "tiny": {
+        "text_config": {
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_attention_heads": 4,
+            "num_hidden_layers": 2,
+            "projection_size": 64,
+            "vocab_size": 1024,
+        },
+        "vision_config": {
+            "hidden_size": 64,
+            "image_size": 64,
+            "intermediate_size": 128,
+            "num_attention_heads": 4,
+            "num_hidden_layers": 2,
+        },
+    },
+}
+_MAX_TRAINED_TOKENS = 4096  # a 256,000-token vocabulary is filled with placeholders past this
+_BYTE_TOKENS = [f"<0x{value:02X}>" for value in range(256)]
+
+
+def official_files(size: str) -> dict[str, bytes]:
+    """The small files of a SIZE checkpoint: the official bytes, or for tiny the official files with the
+    architecture numbers shrunk (serialised as transformers writes them)."""
+    if size not in SIZES:
+        raise CheckpointError(f"unknown siglip2 size {size!r}; choose one of {', '.join(SIZES)}")
+    files = {name: official_bytes(MODEL_ID, name) for name in OFFICIAL_FILES}
+    if not SIZES[size]:
+        return files
+    config = overlay(official_json(MODEL_ID, "config.json"), SIZES[size])
+    side = config["vision_config"]["image_size"]
+    processor = overlay(official_json(MODEL_ID, "preprocessor_config.json"), {"size": {"height": side, "width": side}})
+    tokenizer_config = official_json(MODEL_ID, "tokenizer_config.json")
+    full_vocab = official_json(MODEL_ID, "config.json")["text_config"]["vocab_size"]
+    tokenizer_config["added_tokens_decoder"] = shrink_token_ids(
+        tokenizer_config["added_tokens_decoder"], full_vocab, config["text_config"]["vocab_size"]
+    )
+    for name, content in (
+        ("config.json", config),
+        ("preprocessor_config.json", processor),
+        ("tokenizer_config.json", tokenizer_config),
+    ):
+        files[name] = (json.dumps(content, indent=2, sort_keys=True) + "\n").encode()
+    return files
+
+
+def make_checkpoint(size: str, out: Path) -> None:
+    """Write a random-weight checkpoint of SIZE in the official layout, with a locally trained tokenizer."""
+    from transformers import SiglipConfig, SiglipModel
+
+    files = official_files(size)
+    config = json.loads(files["config.json"])
+    torch.manual_seed(0)
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):  # 1.1B random values: GPU is quicker
+        model = SiglipModel(SiglipConfig.from_dict(config))
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)  # the weights; its config.json is replaced by the official one below
+    for name, data in files.items():
+        (out / name).write_bytes(data)
+    added = json.loads(files["tokenizer_config.json"])["added_tokens_decoder"]
+    train_tokenizer(int(config["text_config"]["vocab_size"]), added).save(str(out / "tokenizer.json"))
+
+
+def train_tokenizer(vocab_size: int, added_tokens: dict[str, dict[str, Any]]) -> Any:
+    """A BPE shaped like Gemma's tokenizer.json: ADDED_TOKENS (a tokenizer config's `added_tokens_decoder`)
+    at their ids, spaces normalised to "▁", byte fallback for characters outside the vocabulary, `<eos>`
+    appended to every text, and VOCAB_SIZE ids in all."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    by_id = {int(key): token for key, token in added_tokens.items()}
+    leading = [by_id[index]["content"] for index in range(len(by_id)) if index in by_id]  # ids 0, 1, 2, ...
+    trailing = {index: token for index, token in by_id.items() if index >= len(leading)}
+    room = min(vocab_size - len(trailing), _MAX_TRAINED_TOKENS) - len(_BYTE_TOKENS)
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    tokenizer.normalizer = normalizers.Replace(" ", "▁")
+    # Words are learned separately, then the pre-tokenizer is dropped, as in Gemma's file.
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex("▁[^▁]*"), behavior="isolated")
+    tokenizer.train_from_iterator(_training_corpus(), trainers.BpeTrainer(vocab_size=room, special_tokens=leading))
+    layout = json.loads(tokenizer.to_str())
+    vocab: dict[str, int] = layout["model"]["vocab"]
+    for token in _BYTE_TOKENS:
+        vocab.setdefault(token, len(vocab))
+    for index in range(len(vocab), vocab_size):  # ids no trained token holds: placeholders, then the tail
+        vocab[trailing[index]["content"] if index in trailing else f"<mmembed_unused_{index}>"] = index
+    layout["pre_tokenizer"] = None
+    layout["added_tokens"] = [{"id": index, **token} for index, token in sorted(by_id.items())]
+    tokenizer = Tokenizer.from_str(json.dumps(layout))
+    tokenizer.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+    eos = tokenizer.token_to_id("<eos>")
+    tokenizer.post_processor = processors.TemplateProcessing(single="$A <eos>", special_tokens=[("<eos>", eos)])
+    return tokenizer
+
+
+_WORDS = (
+    "a an the this that of on in under with without and or photo picture image drawing painting sketch cat dog "
+    "bird horse cow sheep fish car truck bus bicycle train plane boat house tree flower street city beach "
+    "mountain river sky cloud sun moon night day red green blue yellow black white orange purple small large old "
+    "young happy running sitting standing sleeping eating two three many people man woman child person group "
+    "table chair bed window door kitchen food pizza cake coffee cup book phone computer screen sign text logo "
+    "product shoe shirt dress bag watch close-up view of from above"
+)
+
+
+def _training_corpus() -> list[str]:
+    rng, words = random.Random(0), _WORDS.split()
+    return [" ".join(rng.choices(words, k=rng.randint(3, 12))) for _ in range(4000)]
