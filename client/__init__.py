@@ -13,6 +13,7 @@ from mmembed.client._errors import (
     ServerUnavailableError,
 )
 from mmembed.client._inputs import ImageInput
+from mmembed.client._items import PartialEmbeddings
 from mmembed.client._types import ModelInfo
 from mmembed.client.aio import AsyncEmbeddingClient
 from mmembed.client.options import ClientOptions
@@ -29,6 +30,7 @@ __all__ = [
     "InvalidInputError",
     "ModelInfo",
     "ModelNotFoundError",
+    "PartialEmbeddings",
     "ServerError",
     "ServerOverloadedError",
     "ServerUnavailableError",

@@ -21,7 +21,15 @@ class EmbeddingError(Exception):
 
 
 class InvalidInputError(EmbeddingError, ValueError):
-    """An input cannot be embedded: unreadable image, wrong type, invalid text."""
+    """An input cannot be embedded: unreadable image, wrong type, invalid text.
+
+    `index` is the item's position in the list the caller passed, when one item is to blame (None when
+    the whole call is, e.g. an unsupported `dimensions=`).
+    """
+
+    def __init__(self, message: str, *, index: int | None = None) -> None:
+        super().__init__(message)
+        self.index = index
 
 
 class ModelNotFoundError(EmbeddingError):

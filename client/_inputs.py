@@ -6,7 +6,6 @@ import base64
 import binascii
 import io
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeAlias
 
@@ -65,8 +64,3 @@ def text_bytes(text: str) -> bytes:
     if not isinstance(text, str):
         raise InvalidInputError(f"texts must be str, got {type(text).__name__}")
     return text.encode("utf-8")
-
-
-def batches(items: Sequence[bytes], size: int) -> list[Sequence[bytes]]:
-    """Consecutive slices of at most SIZE items, in order."""
-    return [items[start : start + size] for start in range(0, len(items), size)]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
-from mmembed.client._errors import EmbeddingError, InvalidInputError, translate
+from mmembed.client._errors import EmbeddingError, InvalidInputError, ModelNotFoundError, translate
+from mmembed.client._items import PartialEmbeddings
 from mmembed.client._types import ModelInfo
 from tritonclient.utils import InferenceServerException
 
@@ -73,6 +75,23 @@ def truncate(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
     return result
 
 
+def truncate_result(result: np.ndarray | PartialEmbeddings, dimensions: int | None) -> np.ndarray | PartialEmbeddings:
+    """`truncate` applied to a call's result, partial or whole."""
+    if isinstance(result, PartialEmbeddings):
+        return replace(result, embeddings=truncate(result.embeddings, dimensions))
+    return truncate(result, dimensions)
+
+
+def model_not_found(model: str, modality: str, infos: list[ModelInfo]) -> ModelNotFoundError:
+    """The error for a call to MODEL's MODALITY that the server does not have, naming what it has."""
+    by_name = {info.name: info for info in infos}
+    if model in by_name and modality:
+        embeds = ", ".join(by_name[model].modalities)
+        return ModelNotFoundError(f"model {model!r} does not embed {modality}s (it embeds: {embeds})")
+    served = ", ".join(sorted(by_name)) or "none"
+    return ModelNotFoundError(f"no model named {model!r} on this server; the models it serves: {served}")
+
+
 def ensemble_name(model: str, modality: str) -> str:
     return model + MODALITY_SUFFIX[modality]
 
@@ -130,7 +149,9 @@ __all__ = [
     "ensemble_name",
     "infer_inputs",
     "model_infos",
+    "model_not_found",
     "text_modality",
     "translated_errors",
     "truncate",
+    "truncate_result",
 ]

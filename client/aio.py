@@ -6,12 +6,25 @@ import asyncio
 import time
 from collections.abc import Iterable, Sequence
 from types import TracebackType
+from typing import Literal, overload
 
 import numpy as np
 import tritonclient.grpc.aio as aioclient
 from mmembed.client import _triton
-from mmembed.client._errors import DeadlineExceededError, EmbeddingError, ModelNotFoundError
-from mmembed.client._inputs import ImageInput, batches, image_bytes, text_bytes
+from mmembed.client._errors import DeadlineExceededError, EmbeddingError, InvalidInputError, ModelNotFoundError
+from mmembed.client._inputs import ImageInput, image_bytes, text_bytes
+from mmembed.client._items import (
+    BatchResult,
+    Item,
+    OnError,
+    PartialEmbeddings,
+    assemble,
+    batches,
+    check_on_error,
+    convert_items,
+    rebased,
+    without,
+)
 from mmembed.client._retry import retry_delay
 from mmembed.client._types import ModelInfo
 from mmembed.client.options import ClientOptions
@@ -28,6 +41,7 @@ class AsyncEmbeddingClient:
         self._headers = self.options.request_headers()
         self._infos: dict[str, ModelInfo] = {}
 
+    @overload
     async def embed_images(
         self,
         model: str,
@@ -35,13 +49,60 @@ class AsyncEmbeddingClient:
         *,
         dimensions: int | None = None,
         timeout_s: float | None = None,
-    ) -> np.ndarray:
+        on_error: Literal["raise"] = "raise",
+    ) -> np.ndarray: ...
+
+    @overload
+    async def embed_images(
+        self,
+        model: str,
+        images: Iterable[ImageInput],
+        *,
+        dimensions: int | None = None,
+        timeout_s: float | None = None,
+        on_error: Literal["skip"],
+    ) -> PartialEmbeddings: ...
+
+    async def embed_images(
+        self,
+        model: str,
+        images: Iterable[ImageInput],
+        *,
+        dimensions: int | None = None,
+        timeout_s: float | None = None,
+        on_error: OnError = "raise",
+    ) -> np.ndarray | PartialEmbeddings:
+        check_on_error(on_error)
         if dimensions is not None:
             _triton.check_dimensions(await self.model_info(model), dimensions)
-        items = [image_bytes(image) for image in images]
-        vectors = await self._embed(model, "image", items, self.options.image_batch_size, timeout_s)
-        truncated: np.ndarray = _triton.truncate(vectors, dimensions)
-        return truncated
+        skip = on_error == "skip"
+        items, set_aside = convert_items(images, image_bytes, skip)
+        result = await self._embed(model, "image", items, self.options.image_batch_size, timeout_s, set_aside, skip)
+        return _triton.truncate_result(result, dimensions)
+
+    @overload
+    async def embed_texts(
+        self,
+        model: str,
+        texts: Iterable[str],
+        *,
+        query: bool = False,
+        dimensions: int | None = None,
+        timeout_s: float | None = None,
+        on_error: Literal["raise"] = "raise",
+    ) -> np.ndarray: ...
+
+    @overload
+    async def embed_texts(
+        self,
+        model: str,
+        texts: Iterable[str],
+        *,
+        query: bool = False,
+        dimensions: int | None = None,
+        timeout_s: float | None = None,
+        on_error: Literal["skip"],
+    ) -> PartialEmbeddings: ...
 
     async def embed_texts(
         self,
@@ -51,16 +112,18 @@ class AsyncEmbeddingClient:
         query: bool = False,
         dimensions: int | None = None,
         timeout_s: float | None = None,
-    ) -> np.ndarray:
+        on_error: OnError = "raise",
+    ) -> np.ndarray | PartialEmbeddings:
+        check_on_error(on_error)
         modality = "text"
         if query or dimensions is not None:
             info = await self.model_info(model)
             _triton.check_dimensions(info, dimensions)
             modality = _triton.text_modality(info, query)
-        items = [text_bytes(text) for text in texts]
-        vectors = await self._embed(model, modality, items, self.options.text_batch_size, timeout_s)
-        truncated: np.ndarray = _triton.truncate(vectors, dimensions)
-        return truncated
+        skip = on_error == "skip"
+        items, set_aside = convert_items(texts, text_bytes, skip)
+        result = await self._embed(model, modality, items, self.options.text_batch_size, timeout_s, set_aside, skip)
+        return _triton.truncate_result(result, dimensions)
 
     async def list_models(self) -> list[ModelInfo]:
         with _triton.translated_errors():
@@ -77,43 +140,74 @@ class AsyncEmbeddingClient:
         if model not in self._infos:
             await self.list_models()
         if model not in self._infos:
-            raise ModelNotFoundError(f"no ready mmembed model named {model!r}")
+            raise _triton.model_not_found(model, "", list(self._infos.values()))
         return self._infos[model]
 
     async def _embed(
-        self, model: str, modality: str, items: list[bytes], batch_size: int, timeout_s: float | None
-    ) -> np.ndarray:
-        if not items:
-            return np.empty((0, (await self.model_info(model)).dimension), dtype=np.float32)
+        self,
+        model: str,
+        modality: str,
+        items: list[Item],
+        batch_size: int,
+        timeout_s: float | None,
+        set_aside: BatchResult,
+        skip: bool,
+    ) -> np.ndarray | PartialEmbeddings:
         deadline = time.monotonic() + (timeout_s if timeout_s is not None else self.options.timeout_s)
         ensemble = _triton.ensemble_name(model, modality)
         in_flight = asyncio.Semaphore(self.options.max_in_flight)
 
-        async def infer(batch: Sequence[bytes]) -> np.ndarray:
-            inputs, outputs = _triton.infer_inputs(aioclient, modality, batch)
-            attempt = 0
+        async def infer_items(batch: list[Item]) -> BatchResult:
             async with in_flight:
-                while True:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise DeadlineExceededError("the call's timeout passed before this batch was sent")
-                    try:
-                        with _triton.translated_errors():
-                            result = await self._client.infer(
-                                ensemble, inputs, outputs=outputs, headers=self._headers, client_timeout=remaining
-                            )
-                    except EmbeddingError as e:
-                        delay = retry_delay(e, attempt, deadline, self.options)
-                        if delay is None:
-                            raise
-                        await asyncio.sleep(delay)
-                        attempt += 1
-                        continue
-                    vectors: np.ndarray = _triton.embeddings(result)
-                    return vectors
+                return await self._infer_items(ensemble, modality, batch, deadline, skip)
 
-        results = await asyncio.gather(*(infer(batch) for batch in batches(items, batch_size)))
-        return np.concatenate(results)
+        try:
+            results = await asyncio.gather(*(infer_items(batch) for batch in batches(items, batch_size)))
+        except ModelNotFoundError:
+            raise _triton.model_not_found(model, modality, await self.list_models()) from None
+        dimension = 0
+        if not any(result.indexes for result in results):  # no vector came back: the model tells its size
+            dimension = (await self.model_info(model)).dimension
+        return assemble([set_aside, *results], lambda: dimension, skip)
+
+    async def _infer_items(
+        self, ensemble: str, modality: str, items: list[Item], deadline: float, skip: bool
+    ) -> BatchResult:
+        """One request of ITEMS; with SKIP, a bad item is set aside and the rest sent again."""
+        errors: dict[int, InvalidInputError] = {}
+        while items:
+            try:
+                vectors = await self._infer(ensemble, modality, [data for _, data in items], deadline)
+                return BatchResult([index for index, _ in items], vectors, errors)
+            except InvalidInputError as e:
+                error = rebased(e, items)
+                if not skip or error.index is None:
+                    raise error from None
+                errors[error.index] = error
+                items = without(items, error.index)
+        return BatchResult([], None, errors)
+
+    async def _infer(self, ensemble: str, modality: str, batch: Sequence[bytes], deadline: float) -> np.ndarray:
+        inputs, outputs = _triton.infer_inputs(aioclient, modality, batch)
+        attempt = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeadlineExceededError("the call's timeout passed before this batch was sent")
+            try:
+                with _triton.translated_errors():
+                    result = await self._client.infer(
+                        ensemble, inputs, outputs=outputs, headers=self._headers, client_timeout=remaining
+                    )
+            except EmbeddingError as e:
+                delay = retry_delay(e, attempt, deadline, self.options)
+                if delay is None:
+                    raise
+                await asyncio.sleep(delay)
+                attempt += 1
+                continue
+            vectors: np.ndarray = _triton.embeddings(result)
+            return vectors
 
     async def close(self) -> None:
         await self._client.close()

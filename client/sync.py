@@ -6,12 +6,25 @@ import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
+from typing import Literal, overload
 
 import numpy as np
 import tritonclient.grpc as grpcclient
 from mmembed.client import _triton
-from mmembed.client._errors import DeadlineExceededError, EmbeddingError, ModelNotFoundError
-from mmembed.client._inputs import ImageInput, batches, image_bytes, text_bytes
+from mmembed.client._errors import DeadlineExceededError, EmbeddingError, InvalidInputError, ModelNotFoundError
+from mmembed.client._inputs import ImageInput, image_bytes, text_bytes
+from mmembed.client._items import (
+    BatchResult,
+    Item,
+    OnError,
+    PartialEmbeddings,
+    assemble,
+    batches,
+    check_on_error,
+    convert_items,
+    rebased,
+    without,
+)
 from mmembed.client._retry import retry_delay
 from mmembed.client._types import ModelInfo
 from mmembed.client.options import ClientOptions
@@ -22,6 +35,8 @@ class EmbeddingClient:
 
     `url` is host:port of Triton's gRPC endpoint. `timeout_s` bounds each whole call (all its batches);
     a call may override it. Results are float32 arrays (n, dimension) with unit L2 norm, in input order.
+    A bad item raises InvalidInputError naming its index in the caller's list (`error.index`); with
+    `on_error="skip"` a call embeds every other item and returns a PartialEmbeddings.
     """
 
     def __init__(self, url: str = "localhost:8001", options: ClientOptions | None = None) -> None:
@@ -33,6 +48,7 @@ class EmbeddingClient:
         self._pool = ThreadPoolExecutor(self.options.max_in_flight, thread_name_prefix="mmembed")
         self._infos: dict[str, ModelInfo] = {}
 
+    @overload
     def embed_images(
         self,
         model: str,
@@ -40,14 +56,61 @@ class EmbeddingClient:
         *,
         dimensions: int | None = None,
         timeout_s: float | None = None,
-    ) -> np.ndarray:
+        on_error: Literal["raise"] = "raise",
+    ) -> np.ndarray: ...
+
+    @overload
+    def embed_images(
+        self,
+        model: str,
+        images: Iterable[ImageInput],
+        *,
+        dimensions: int | None = None,
+        timeout_s: float | None = None,
+        on_error: Literal["skip"],
+    ) -> PartialEmbeddings: ...
+
+    def embed_images(
+        self,
+        model: str,
+        images: Iterable[ImageInput],
+        *,
+        dimensions: int | None = None,
+        timeout_s: float | None = None,
+        on_error: OnError = "raise",
+    ) -> np.ndarray | PartialEmbeddings:
         """Unit vectors (n, dimension), or (n, dimensions): the Matryoshka prefix, re-normalised."""
+        check_on_error(on_error)
         if dimensions is not None:
             _triton.check_dimensions(self.model_info(model), dimensions)
-        items = [image_bytes(image) for image in images]
-        vectors = self._embed(model, "image", items, self.options.image_batch_size, timeout_s)
-        truncated: np.ndarray = _triton.truncate(vectors, dimensions)
-        return truncated
+        skip = on_error == "skip"
+        items, set_aside = convert_items(images, image_bytes, skip)
+        result = self._embed(model, "image", items, self.options.image_batch_size, timeout_s, set_aside, skip)
+        return _triton.truncate_result(result, dimensions)
+
+    @overload
+    def embed_texts(
+        self,
+        model: str,
+        texts: Iterable[str],
+        *,
+        query: bool = False,
+        dimensions: int | None = None,
+        timeout_s: float | None = None,
+        on_error: Literal["raise"] = "raise",
+    ) -> np.ndarray: ...
+
+    @overload
+    def embed_texts(
+        self,
+        model: str,
+        texts: Iterable[str],
+        *,
+        query: bool = False,
+        dimensions: int | None = None,
+        timeout_s: float | None = None,
+        on_error: Literal["skip"],
+    ) -> PartialEmbeddings: ...
 
     def embed_texts(
         self,
@@ -57,17 +120,19 @@ class EmbeddingClient:
         query: bool = False,
         dimensions: int | None = None,
         timeout_s: float | None = None,
-    ) -> np.ndarray:
+        on_error: OnError = "raise",
+    ) -> np.ndarray | PartialEmbeddings:
         """Like embed_images; `query=True` embeds search queries, with the instruction the model expects."""
+        check_on_error(on_error)
         modality = "text"
         if query or dimensions is not None:
             info = self.model_info(model)
             _triton.check_dimensions(info, dimensions)
             modality = _triton.text_modality(info, query)
-        items = [text_bytes(text) for text in texts]
-        vectors = self._embed(model, modality, items, self.options.text_batch_size, timeout_s)
-        truncated: np.ndarray = _triton.truncate(vectors, dimensions)
-        return truncated
+        skip = on_error == "skip"
+        items, set_aside = convert_items(texts, text_bytes, skip)
+        result = self._embed(model, modality, items, self.options.text_batch_size, timeout_s, set_aside, skip)
+        return _triton.truncate_result(result, dimensions)
 
     def list_models(self) -> list[ModelInfo]:
         with _triton.translated_errors():
@@ -84,24 +149,48 @@ class EmbeddingClient:
         if model not in self._infos:
             self.list_models()
         if model not in self._infos:
-            raise ModelNotFoundError(f"no ready mmembed model named {model!r}")
+            raise _triton.model_not_found(model, "", list(self._infos.values()))
         return self._infos[model]
 
     def _embed(
-        self, model: str, modality: str, items: list[bytes], batch_size: int, timeout_s: float | None
-    ) -> np.ndarray:
-        if not items:
-            return np.empty((0, self.model_info(model).dimension), dtype=np.float32)
+        self,
+        model: str,
+        modality: str,
+        items: list[Item],
+        batch_size: int,
+        timeout_s: float | None,
+        set_aside: BatchResult,
+        skip: bool,
+    ) -> np.ndarray | PartialEmbeddings:
         deadline = time.monotonic() + (timeout_s if timeout_s is not None else self.options.timeout_s)
         ensemble = _triton.ensemble_name(model, modality)
         futures = [
-            self._pool.submit(self._infer, ensemble, modality, batch, deadline) for batch in batches(items, batch_size)
+            self._pool.submit(self._infer_items, ensemble, modality, batch, deadline, skip)
+            for batch in batches(items, batch_size)
         ]
         try:
-            return np.concatenate([future.result() for future in futures])
+            results = [set_aside, *(future.result() for future in futures)]
+        except ModelNotFoundError:
+            raise _triton.model_not_found(model, modality, self.list_models()) from None
         finally:
             for future in futures:
                 future.cancel()
+        return assemble(results, lambda: self.model_info(model).dimension, skip)
+
+    def _infer_items(self, ensemble: str, modality: str, items: list[Item], deadline: float, skip: bool) -> BatchResult:
+        """One request of ITEMS; with SKIP, a bad item is set aside and the rest sent again."""
+        errors: dict[int, InvalidInputError] = {}
+        while items:
+            try:
+                vectors = self._infer(ensemble, modality, [data for _, data in items], deadline)
+                return BatchResult([index for index, _ in items], vectors, errors)
+            except InvalidInputError as e:
+                error = rebased(e, items)
+                if not skip or error.index is None:
+                    raise error from None
+                errors[error.index] = error
+                items = without(items, error.index)
+        return BatchResult([], None, errors)
 
     def _infer(self, ensemble: str, modality: str, batch: Sequence[bytes], deadline: float) -> np.ndarray:
         inputs, outputs = _triton.infer_inputs(grpcclient, modality, batch)

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import JINA_MODEL, JINA_TORCH_MODEL, MODEL, TORCH_MODEL
 from image_files import encode, photo
-from mmembed.client import EmbeddingClient, InvalidInputError, ModelNotFoundError
+from mmembed.client import (
+    AsyncEmbeddingClient,
+    EmbeddingClient,
+    InvalidInputError,
+    ModelNotFoundError,
+    PartialEmbeddings,
+)
 
 from mmembed.serve import TritonServer
 
@@ -55,6 +63,57 @@ def test_bad_item_names_its_position(client: EmbeddingClient) -> None:
         client.embed_images(MODEL, [encode(photo(), "PNG"), encode(photo(), "JPEG"), b"not an image"])
 
 
-def test_unknown_model(client: EmbeddingClient) -> None:
-    with pytest.raises(ModelNotFoundError, match="unknown model"):
+def _hundred_images() -> list[bytes]:
+    return [encode(photo(seed=index % 9), "PNG") for index in range(100)]
+
+
+@pytest.mark.parametrize("model", [MODEL, TORCH_MODEL])  # Pillow and torch preprocessing word it alike
+def test_a_bad_item_among_a_hundred_is_named_by_the_callers_index(client: EmbeddingClient, model: str) -> None:
+    """The client sends 100 images as 7 requests of up to 16: item 37 is item 5 of the third request."""
+    images = _hundred_images()
+    images[37] = b"GIF89a broken"
+    with pytest.raises(InvalidInputError) as raised:
+        client.embed_images(model, images)
+    assert raised.value.index == 37
+    assert str(raised.value).startswith("item 37: cannot identify image format"), str(raised.value)
+
+
+def test_skip_embeds_every_other_item(client: EmbeddingClient, tmp_path: Path) -> None:
+    images: list[object] = list(_hundred_images())
+    for index in (5, 37, 38, 99):  # 37 and 38 in one request: it is sent three times
+        images[index] = encode(photo(), "JPEG")[:300]
+    images[60] = tmp_path / "missing.jpg"  # fails in the client, before any request
+    partial = client.embed_images(MODEL, images, on_error="skip")  # type: ignore[arg-type]
+    assert sorted(partial.errors) == [5, 37, 38, 60, 99]
+    assert all(error.index == index for index, error in partial.errors.items())
+    assert "truncated" in str(partial.errors[38]) and "cannot read image file" in str(partial.errors[60])
+    kept = [index for index in range(100) if index not in partial.errors]
+    assert partial.indexes.tolist() == kept and partial.embeddings.shape == (95, 64)
+    expected = client.embed_images(MODEL, [images[index] for index in kept])  # type: ignore[misc]
+    np.testing.assert_allclose(partial.embeddings, expected, atol=1e-5)
+
+
+def test_skip_works_for_texts_and_in_the_async_client(server: TritonServer) -> None:
+    texts = ["a cat", "a dog", "x" * (2 * 1024 * 1024), "a bird"]  # over the 1 MiB text limit
+
+    async def run() -> PartialEmbeddings:
+        async with AsyncEmbeddingClient(server.grpc_url) as aclient:
+            with pytest.raises(InvalidInputError, match=r"^item 2: text is 2097152 bytes, over the limit"):
+                await aclient.embed_texts(JINA_MODEL, texts)
+            return await aclient.embed_texts(JINA_MODEL, texts, on_error="skip", dimensions=32)
+
+    partial = asyncio.run(run())
+    assert partial.indexes.tolist() == [0, 1, 3] and list(partial.errors) == [2]
+    with EmbeddingClient(server.grpc_url) as client:
+        expected = client.embed_texts(JINA_MODEL, ["a cat", "a dog", "a bird"], dimensions=32)
+    np.testing.assert_allclose(partial.embeddings, expected, atol=1e-5)
+
+
+def test_unknown_model_lists_the_models_by_their_public_names(client: EmbeddingClient) -> None:
+    served = f"{JINA_MODEL}, {JINA_TORCH_MODEL}, {MODEL}, {TORCH_MODEL}"
+    with pytest.raises(ModelNotFoundError, match=f"no model named 'no_such_model' on this server; .*: {served}$"):
         client.embed_texts("no_such_model", ["x"])
+    with pytest.raises(ModelNotFoundError, match=f"the models it serves: {served}$"):
+        client.embed_images("no_such_model", [encode(photo(), "PNG")], dimensions=16)
+    with pytest.raises(ModelNotFoundError, match=f"the models it serves: {served}$"):
+        client.model_info("siglip2_text")  # an ensemble's name is not a model's

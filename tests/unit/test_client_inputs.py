@@ -16,7 +16,8 @@ from mmembed.client._errors import (
     ServerUnavailableError,
     translate,
 )
-from mmembed.client._inputs import batches, image_bytes, text_bytes
+from mmembed.client._inputs import image_bytes, text_bytes
+from mmembed.client._items import BatchResult, PartialEmbeddings, assemble, batches, convert_items, rebased
 
 
 def test_paths_bytes_pil_arrays_and_data_uris(tmp_path: Path) -> None:
@@ -57,8 +58,39 @@ def test_texts_must_be_strings() -> None:
 
 
 def test_batches_keep_order() -> None:
-    items = [bytes([i]) for i in range(10)]
+    items = [(i, bytes([i])) for i in range(10)]
     assert batches(items, 4) == [items[0:4], items[4:8], items[8:10]]
+
+
+def test_a_bad_item_is_named_by_the_callers_index() -> None:
+    """The server names an item by its place in one request; the caller passed a longer list."""
+    items = [(index, b"x") for index in range(32, 48)]  # the third request of 16
+    server = InvalidInputError("in ensemble 'siglip2_image', item 5: cannot identify image format (13 bytes)")
+    error = rebased(server, items)
+    assert error.index == 37 and str(error) == "item 37: cannot identify image format (13 bytes)"
+    assert rebased(InvalidInputError("batch too large"), items).index is None  # no item to blame
+
+
+def test_items_that_cannot_be_sent_are_named_or_set_aside(tmp_path: Path) -> None:
+    good = encode(photo(), "PNG")
+    values: list[object] = [good, tmp_path / "missing.jpg", good, 12345]
+    with pytest.raises(InvalidInputError, match=r"^item 1: cannot read image file") as raised:
+        convert_items(values, image_bytes, skip=False)  # type: ignore[arg-type]
+    assert raised.value.index == 1
+    items, set_aside = convert_items(values, image_bytes, skip=True)  # type: ignore[arg-type]
+    assert [index for index, _ in items] == [0, 2] and sorted(set_aside.errors) == [1, 3]
+    assert str(set_aside.errors[3]).startswith("item 3: unsupported image input")
+
+
+def test_skipped_results_come_back_in_the_callers_order() -> None:
+    first = BatchResult([4, 6], np.full((2, 3), 4.0, dtype=np.float32), {5: InvalidInputError("x", index=5)})
+    second = BatchResult([0, 1], np.full((2, 3), 0.0, dtype=np.float32))
+    partial = assemble([BatchResult([], None, {2: InvalidInputError("y", index=2)}), first, second], lambda: 3, True)
+    assert isinstance(partial, PartialEmbeddings)
+    assert partial.indexes.tolist() == [0, 1, 4, 6] and partial.embeddings[:, 0].tolist() == [0, 0, 4, 4]
+    assert sorted(partial.errors) == [2, 5]
+    nothing = assemble([BatchResult([], None, {0: InvalidInputError("z", index=0)})], lambda: 7, True)
+    assert isinstance(nothing, PartialEmbeddings) and nothing.embeddings.shape == (0, 7)
 
 
 @pytest.mark.parametrize(

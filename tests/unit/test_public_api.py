@@ -17,6 +17,7 @@ def test_exported_names() -> None:
         "InvalidInputError",
         "ModelInfo",
         "ModelNotFoundError",
+        "PartialEmbeddings",
         "ServerError",
         "ServerOverloadedError",
         "ServerUnavailableError",
