@@ -120,15 +120,25 @@ class DevicePreprocessor:
                 raise InvalidInputError(f"image is {width}x{height}: aspect ratio over {MAX_ASPECT_RATIO}:1")
             new_short, new_long = settings.shortest_edge, int(settings.shortest_edge * long / short)
             size = (new_long, new_short) if width <= height else (new_short, new_long)
-        pixels = torch.nn.functional.interpolate(
-            image.unsqueeze(0).float(), size=size, mode=self.mode, antialias=True, align_corners=False
-        )[0]
-        pixels = pixels.round_().clamp_(0, 255)  # Pillow resizes 8-bit images into 8 bits
+        pixels = self._resize_as_pillow(image, size)
         if settings.shortest_edge is not None:
             pixels = _center_crop(pixels, settings.height, settings.width)
         if settings.rescale_factor is not None:
             pixels = pixels * settings.rescale_factor
         return ((pixels - self.mean) / self.std).contiguous()
+
+    def _resize_as_pillow(self, image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """uint8 [3, h, w] -> float [3, *size] holding 8-bit values, as Pillow resizes: antialiased, the
+        width first, each pass rounded and clipped to 0..255 (a bicubic overshoot at a hard edge is clipped
+        before the second pass, which matters for line art and 1-bit images)."""
+        pixels = image.unsqueeze(0).float()
+        for pass_size in ((image.shape[1], size[1]), size):  # width, then height
+            if tuple(pixels.shape[2:]) != pass_size:
+                pixels = torch.nn.functional.interpolate(
+                    pixels, size=pass_size, mode=self.mode, antialias=True, align_corners=False
+                )
+                pixels = torch.floor(pixels + 0.5).clamp_(0, 255)  # Pillow rounds half up, into 8 bits
+        return pixels[0]
 
     def _decode_on_cpu(self, data: bytes) -> torch.Tensor:
         rgb = np.asarray(decode_image(data, self.settings))

@@ -349,3 +349,27 @@ def registered_formats() -> set[str]:
     """Every format Pillow can open or write on this machine."""
     Image.init()
     return set(Image.OPEN) | set(Image.SAVE)
+
+
+BROKEN_VARIANTS = ("-truncated", "-header-only", "-overwritten")
+# Files of the corpus that are not broken and still cannot be decoded here, each with what its error says.
+UNDECODABLE = {
+    "EPS-RGB": "needs Ghostscript",
+    "PALM-P": "cannot identify image format",  # Pillow writes Palm and PDF files but does not read them
+    "PALM-1": "cannot identify image format",
+    "PDF-RGB": "cannot identify image format",
+    "BUFR-crafted": "unsupported BUFR file",
+    "GRIB-crafted": "unsupported GRIB file",
+    "HDF5-crafted": "unsupported HDF5 file",
+    "WMF-crafted": "unsupported WMF file",
+    "MPEG-crafted": "unsupported MPEG file",  # identified, never decoded: Pillow has no MPEG decoder
+    "oversized-png": "too many pixels",
+    "oversized-bmp": "too many pixels",
+    "zero-size-ppm": "cannot identify image format",
+    "jpeg-magic-only": "cannot identify image format",
+    "png-magic-only": "cannot identify image format",
+    "gif-magic-and-size": "cannot identify image format",
+    "pdf": "cannot identify image format",
+    "svg": "cannot identify image format",
+    "text": "cannot identify image format",
+}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -11,7 +10,6 @@ import pytest
 from conftest import JINA_MODEL, JINA_TORCH_MODEL, MODEL, TORCH_MODEL, reference_images, reference_texts
 from image_files import encode, photo
 from mmembed.client import AsyncEmbeddingClient, EmbeddingClient
-from PIL import Image
 from transformers import SiglipModel
 
 from mmembed.numeric_gate import MIN_COSINE, row_cosines
@@ -100,57 +98,3 @@ def test_list_models(client: EmbeddingClient) -> None:
     assert info.image_size == (64, 64) and info.max_text_length == 64
     assert (info.runtime, info.precision) == ("onnxruntime-cpu", "fp32")
     assert info.matryoshka_dimensions == () and info.query_instruction is None
-
-
-def _formats() -> dict[str, tuple[bytes, Image.Image]]:
-    """Encoded images in many formats and modes, each with the RGB image it should be seen as."""
-    base = photo(96, 72, seed=7)
-    rgba = base.convert("RGBA")
-    rgba.putalpha(Image.linear_gradient("L").resize(base.size))
-    palette = base.quantize(64)
-    gray = base.convert("L")
-    sixteen = Image.fromarray(np.asarray(gray).astype(np.uint16) * 257)
-    cases = {
-        "png": (encode(base, "PNG"), base),
-        "bmp": (encode(base, "BMP"), base),
-        "tiff": (encode(base, "TIFF"), base),
-        "webp-lossless": (encode(base, "WEBP", lossless=True), base),
-        "rgba-png": (encode(rgba, "PNG"), _on_white(rgba)),
-        "palette-png": (encode(palette, "PNG"), palette.convert("RGB")),
-        "grayscale-png": (encode(gray, "PNG"), gray.convert("RGB")),
-        "16bit-png": (encode(sixteen, "PNG"), gray.convert("RGB")),
-        "gif-first-frame": (_animated_gif(palette), palette.convert("RGB")),
-    }
-    for name, image in (("jpeg", base), ("cmyk-jpeg", base.convert("CMYK")), ("webp", base)):
-        data = encode(image, "WEBP" if name == "webp" else "JPEG", quality=95)
-        cases[name] = (data, Image.open(io.BytesIO(data)).convert("RGB"))
-    exif = Image.Exif()
-    exif[0x0112] = 8  # displayed rotated 90 degrees counter-clockwise
-    rotated = encode(base, "JPEG", quality=95, exif=exif)
-    cases["exif-rotated-jpeg"] = (
-        rotated,
-        Image.open(io.BytesIO(rotated)).convert("RGB").rotate(90, expand=True),
-    )
-    return cases
-
-
-def _on_white(image: Image.Image) -> Image.Image:
-    white = Image.new("RGBA", image.size, (255, 255, 255, 255))
-    return Image.alpha_composite(white, image).convert("RGB")
-
-
-def _animated_gif(first: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    first.save(buffer, format="GIF", save_all=True, append_images=[first.rotate(180)])
-    return buffer.getvalue()
-
-
-FORMATS = _formats()
-
-
-@pytest.mark.parametrize("case", sorted(FORMATS))
-def test_image_formats_and_modes(client: EmbeddingClient, reference: tuple[SiglipModel, object], case: str) -> None:
-    data, seen_as = FORMATS[case]
-    served = client.embed_images(MODEL, [data])
-    expected = reference_images(reference, [seen_as])
-    assert row_cosines(served, expected).min() >= MIN_COSINE_FP32, case

@@ -10,7 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from image_files import PHOTO_SIZE, encode, format_corpus, odd_files, photo, registered_formats
+from image_files import (
+    BROKEN_VARIANTS,
+    PHOTO_SIZE,
+    UNDECODABLE,
+    encode,
+    format_corpus,
+    odd_files,
+    photo,
+    registered_formats,
+)
 from jina_reference import official_image_pixels
 from PIL import Image
 from transformers import AutoProcessor
@@ -30,28 +39,6 @@ from mmembed.preprocessing import (
 
 CORPUS = format_corpus()
 ODD = odd_files()
-BROKEN_VARIANTS = ("-truncated", "-header-only", "-overwritten")
-# Valid files that cannot be decoded here, each with what its error must say.
-UNDECODABLE = {
-    "EPS-RGB": "needs Ghostscript",
-    "PALM-P": "cannot identify image format",  # Pillow writes Palm and PDF files but does not read them
-    "PALM-1": "cannot identify image format",
-    "PDF-RGB": "cannot identify image format",
-    "BUFR-crafted": "unsupported BUFR file",
-    "GRIB-crafted": "unsupported GRIB file",
-    "HDF5-crafted": "unsupported HDF5 file",
-    "WMF-crafted": "unsupported WMF file",
-    "MPEG-crafted": "unsupported MPEG file",  # identified, never decoded: Pillow has no MPEG decoder
-    "oversized-png": "too many pixels",
-    "oversized-bmp": "too many pixels",
-    "zero-size-ppm": "cannot identify image format",
-    "jpeg-magic-only": "cannot identify image format",
-    "png-magic-only": "cannot identify image format",
-    "gif-magic-and-size": "cannot identify image format",
-    "pdf": "cannot identify image format",
-    "svg": "cannot identify image format",
-    "text": "cannot identify image format",
-}
 POLICIES = {"transformers": TRANSFORMERS_DECODE, "pillow-convert": PILLOW_CONVERT_DECODE, "display": DISPLAY_DECODE}
 
 
