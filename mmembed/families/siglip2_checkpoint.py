@@ -68,7 +68,7 @@ def official_files(size: str) -> dict[str, bytes]:
         ("preprocessor_config.json", processor),
         ("tokenizer_config.json", tokenizer_config),
     ):
-        files[name] = (json.dumps(content, indent=2, sort_keys=True) + "\n").encode()
+        files[name] = (json.dumps(content, indent=2) + "\n").encode()
     return files
 
 

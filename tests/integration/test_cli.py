@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,13 +13,59 @@ import pytest
 from conftest import JINA_MODEL, MODEL
 from image_files import encode, photo
 
+from mmembed.preprocessing import DISPLAY_DECODE, SETTINGS_FILE, ImageSettings
 from mmembed.serve import ServeError, ServerSettings, TritonServer
 
 
-def mmembed(*args: str) -> subprocess.CompletedProcess[str]:
+def mmembed(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "mmembed.cli", *args], capture_output=True, text=True, timeout=300, check=False
+        [sys.executable, "-m", "mmembed.cli", *args], capture_output=True, text=True, timeout=300, check=False, env=env
     )
+
+
+def _hub_cache(checkpoint: Path, home: Path, model_id: str) -> Path:
+    """CHECKPOINT laid out as huggingface_hub caches a download under HF_HOME: files stored once by
+    content hash in blobs/, a snapshot folder of links per commit, refs/main naming that commit."""
+    commit = hashlib.sha1(model_id.encode()).hexdigest()
+    root = home / "hub" / f"models--{model_id.replace('/', '--')}"
+    snapshot = root / "snapshots" / commit
+    (root / "blobs").mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    for file in checkpoint.iterdir():
+        digest = hashlib.sha256(file.read_bytes()).hexdigest()
+        (root / "blobs" / digest).write_bytes(file.read_bytes())
+        (snapshot / file.name).symlink_to(Path("../../blobs") / digest)
+    (root / "refs").mkdir()
+    (root / "refs" / "main").write_text(commit)
+    return snapshot
+
+
+def test_export_takes_a_hub_model_id_from_the_cache_offline(checkpoint: Path, tmp_path: Path) -> None:
+    """`--checkpoint org/name [--revision R]` goes through huggingface_hub: its cache, HF_HOME and offline
+    mode. This export also asks for the display decoding, which the repository then records."""
+    snapshot = _hub_cache(checkpoint, tmp_path / "hf", "acme/siglip2-tiny")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("HF_")}
+    env |= {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    repository = tmp_path / "repository"
+    export = ("export", "siglip2", "--checkpoint", "acme/siglip2-tiny", "--repository", str(repository))
+    result = mmembed(*export, "--revision", snapshot.name, "--name", "hub", "--image-decode", "display", env=env)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((repository / "hub_image" / "export_report.json").read_text())
+    assert report["checkpoint"] == str(snapshot.resolve())
+    settings = ImageSettings.from_json((repository / "hub_image_preprocess" / "1" / SETTINGS_FILE).read_text())
+    assert settings.decode == DISPLAY_DECODE
+    assert (
+        'key: "mmembed.image_decode"\n  value {\n    string_value: "display"'
+        in (repository / "hub_image" / "config.pbtxt").read_text()
+    )
+    for arguments, message in (
+        (("--revision", "v9"), "acme/siglip2-tiny at revision v9 is not in the Hugging Face cache"),
+        (("--checkpoint", "acme/other"), "acme/other is not in the Hugging Face cache"),
+        (("--checkpoint", str(tmp_path / "nope")), f"checkpoint folder {tmp_path / 'nope'} does not exist"),
+    ):
+        refused = mmembed(*export, *arguments, env=env)
+        assert refused.returncode == 1 and message in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr
 
 
 def test_embed_queries_with_matryoshka_dimensions(server: TritonServer) -> None:
