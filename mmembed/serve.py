@@ -61,6 +61,23 @@ def _restrictions(api_key: str | None) -> list[str]:
     return [f"--grpc-restricted-protocol={rule}", f"--http-restricted-api={rule}"]
 
 
+def check_ports_free(ports: dict[str, int]) -> None:
+    """Raise ServeError naming the first of PORTS (name -> port) that something already listens on.
+
+    Triton started on a held port exits, while the other process keeps answering every probe sent
+    there, so a server could seem ready and healthy that is not this one."""
+    for name, port in ports.items():
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT is no owner
+            try:
+                s.bind(("", port))
+            except OSError as e:
+                raise ServeError(
+                    f"{name} port {port} is already in use ({e.strerror}): another tritonserver or service holds "
+                    f"it; stop that one or pick other ports (--grpc-port, --http-port, --metrics-port)"
+                ) from None
+
+
 def free_port() -> int:
     """A TCP port the OS says is free now."""
     with socket.socket() as s:
@@ -234,6 +251,7 @@ class TritonServer:
         self.gate_reports: list[GateReport] = []  # the load gate's result at the last start
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
         self.log_file = settings.log_file
+        self._server_id = f"mmembed-{secrets.token_hex(8)}"
 
     @property
     def grpc_url(self) -> str:
@@ -246,6 +264,8 @@ class TritonServer:
         if not repository.is_dir():
             raise ServeError(f"model repository {repository} does not exist")
         _check_tensorrt_plans(repository)
+        settings = self.settings
+        check_ports_free({"gRPC": settings.grpc_port, "HTTP": settings.http_port, "metrics": settings.metrics_port})
         install = find_tritonserver()
         self._workdir = tempfile.TemporaryDirectory(prefix="mmembed-serve-")
         workdir = Path(self._workdir.name)
@@ -259,6 +279,7 @@ class TritonServer:
             f"--grpc-port={self.settings.grpc_port}",
             f"--http-port={self.settings.http_port}",
             f"--metrics-port={self.settings.metrics_port}",
+            f"--id={self._server_id}",  # every readiness probe checks it is talking to this process
             "--strict-readiness=true",
             "--exit-on-error=true",
             *_restrictions(self.settings.api_key),
@@ -306,9 +327,16 @@ class TritonServer:
                 raise ServeError(self._failure_message(f"tritonserver exited with code {self._process.returncode}"))
             try:
                 self._http("/v2/health/ready")  # 200 only when every model is ready (strict readiness)
-                return
             except OSError:  # not listening yet, or not ready
                 time.sleep(0.25)
+                continue
+            answered_by = self._http("/v2").get("name")
+            if answered_by != self._server_id:
+                raise ServeError(
+                    f"HTTP port {self.settings.http_port} is answered by another server ({answered_by!r}), "
+                    "not the tritonserver started here: pick another port"
+                )
+            return
         raise ServeError(self._failure_message(f"not ready after {self.settings.startup_timeout_s:.0f} s"))
 
     def _check_served_embeddings(self) -> list[GateReport]:

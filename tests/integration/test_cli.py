@@ -7,6 +7,8 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -126,3 +128,17 @@ def test_serve_names_the_model_that_failed_to_load(repository: Path, tmp_path: P
 def test_serve_without_repository_is_a_clear_error(tmp_path: Path) -> None:
     result = mmembed("serve", "--repository", str(tmp_path / "missing"))
     assert result.returncode == 1 and "does not exist" in result.stderr
+
+
+def test_serve_refuses_ports_another_server_holds(server: TritonServer) -> None:
+    """The session's server holds its ports. A second one on the same HTTP port used to report "ready",
+    run its load gate against the first, and restart itself over and over while saying "recovered"."""
+    held = server.settings.http_port
+    settings = replace(ServerSettings.on_free_ports(server.settings.repository), http_port=held)
+    with pytest.raises(ServeError, match=f"HTTP port {held} is already in use"):
+        TritonServer(settings).start()
+    result = mmembed("serve", "--repository", str(server.settings.repository), "--grpc-port", str(held))
+    assert result.returncode == 1 and f"gRPC port {held} is already in use" in result.stderr, result.stderr
+    with urllib.request.urlopen(f"http://localhost:{held}/v2", timeout=10) as answer:
+        assert json.loads(answer.read())["name"].startswith("mmembed-")  # the server each probe checks for
+    assert f"{MODEL}_image" in server.ready_models()
