@@ -112,6 +112,13 @@ def _parser() -> argparse.ArgumentParser:
     embed.add_argument("--model", required=True)
     embed.add_argument("--image", action="append", default=[], type=Path, help="image file (repeatable)")
     embed.add_argument("--text", action="append", default=[], help="text (repeatable)")
+    embed.add_argument(
+        "--text-file",
+        action="append",
+        default=[],
+        help="a file whose whole content (UTF-8, final newline dropped) is one text; - reads standard input "
+        "(repeatable; after the --text texts)",
+    )
     embed.add_argument("--url", default="localhost:8001", help="Triton gRPC endpoint host:port")
     embed.add_argument("--similarity", action="store_true", help="print the image x text cosine matrix instead")
     embed.add_argument("--query", action="store_true", help="embed the texts as search queries")
@@ -270,8 +277,13 @@ def _watch(server: TritonServer, interval_s: float) -> None:
 def _embed(args: argparse.Namespace) -> int:
     from mmembed.client import ClientOptions, EmbeddingClient
 
-    if not args.image and not args.text:
-        print("mmembed embed: give at least one --image or --text", file=sys.stderr)
+    texts: list[str] = list(args.text)
+    labels: list[str | dict[str, str]] = list(args.text)
+    for name in args.text_file:
+        texts.append(_read_text_file(name))
+        labels.append({"file": name})
+    if not args.image and not texts:
+        print("mmembed embed: give at least one --image, --text or --text-file", file=sys.stderr)
         return 2
     options = ClientOptions(
         timeout_s=args.timeout, ssl=args.ssl, root_certificates=args.root_cert, api_key=args.api_key
@@ -279,28 +291,44 @@ def _embed(args: argparse.Namespace) -> int:
     with EmbeddingClient(args.url, options) as client:
         dimensions = args.dimensions
         images = client.embed_images(args.model, args.image, dimensions=dimensions) if args.image else None
-        texts = (
-            client.embed_texts(args.model, args.text, query=args.query, dimensions=dimensions) if args.text else None
-        )
+        vectors = client.embed_texts(args.model, texts, query=args.query, dimensions=dimensions) if texts else None
     if args.similarity:
-        if images is None or texts is None:
+        if images is None or vectors is None:
             print("mmembed embed: --similarity needs at least one --image and one --text", file=sys.stderr)
             return 2
         output: dict[str, object] = {
             "model": args.model,
             "images": [str(p) for p in args.image],
-            "texts": args.text,
-            "cosine": (images @ texts.T).astype(np.float64).round(6).tolist(),
+            "texts": labels,
+            "cosine": (images @ vectors.T).astype(np.float64).round(6).tolist(),
         }
     else:
         output = {"model": args.model}
         if images is not None:
             pairs = zip(args.image, images, strict=True)
             output["images"] = [{"path": str(p), "embedding": v.tolist()} for p, v in pairs]
-        if texts is not None:
-            output["texts"] = [{"text": t, "embedding": v.tolist()} for t, v in zip(args.text, texts, strict=True)]
+        if vectors is not None:
+            output["texts"] = [
+                {**({"text": label} if isinstance(label, str) else label), "embedding": vector.tolist()}
+                for label, vector in zip(labels, vectors, strict=True)
+            ]
     print(json.dumps(output, indent=2 if args.similarity else None))
     return 0
+
+
+def _read_text_file(name: str) -> str:
+    """One text from a file (or standard input for "-"): its whole content, without the final newline."""
+    from mmembed.client import InvalidInputError
+
+    try:
+        data = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
+    except OSError as e:
+        raise InvalidInputError(f"cannot read text file {name}: {e.strerror or e}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidInputError(f"text file {name} is not UTF-8 (byte {e.start})") from None
+    return text.removesuffix("\n")
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -6,15 +6,28 @@ set -euo pipefail
 WORK=${WORK:-work}
 FAMILY=${FAMILY:-siglip2}
 CHECKPOINT=${CHECKPOINT:-$WORK/$FAMILY-tiny}
-GRPC_PORT=${GRPC_PORT:-8001}
+# Three ports the OS says are free now (a server already on 8000-8002 does not get in the way), unless
+# GRPC_PORT, HTTP_PORT and METRICS_PORT are given.
+read -r FREE_GRPC FREE_HTTP FREE_METRICS < <(python - <<'PY'
+import socket
+
+sockets = [socket.socket() for _ in range(3)]  # held together: three different ports
+for s in sockets:
+    s.bind(("", 0))
+print(*(s.getsockname()[1] for s in sockets))
+PY
+)
+GRPC_PORT=${GRPC_PORT:-$FREE_GRPC}
+HTTP_PORT=${HTTP_PORT:-$FREE_HTTP}
+METRICS_PORT=${METRICS_PORT:-$FREE_METRICS}
 
 if [ ! -f "$CHECKPOINT/config.json" ]; then
   mmembed checkpoint "$FAMILY" --size tiny --out "$CHECKPOINT"
 fi
 mmembed export "$FAMILY" --checkpoint "$CHECKPOINT" --repository "$WORK/repository"
 
-mmembed serve --repository "$WORK/repository" --grpc-port "$GRPC_PORT" --http-port $((GRPC_PORT - 1)) \
-  --metrics-port $((GRPC_PORT + 1)) > "$WORK/serve.out" 2>&1 &
+mmembed serve --repository "$WORK/repository" --grpc-port "$GRPC_PORT" --http-port "$HTTP_PORT" \
+  --metrics-port "$METRICS_PORT" > "$WORK/serve.out" 2>&1 &
 SERVER=$!
 trap 'kill -TERM $SERVER 2>/dev/null; wait $SERVER 2>/dev/null || true' EXIT
 until grep -q "Ctrl-C stops" "$WORK/serve.out"; do

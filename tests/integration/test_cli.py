@@ -11,18 +11,38 @@ import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import JINA_MODEL, MODEL
 from image_files import encode, photo
+from mmembed.client import EmbeddingClient
 
 from mmembed.preprocessing import DISPLAY_DECODE, SETTINGS_FILE, ImageSettings
 from mmembed.serve import ServeError, ServerSettings, TritonServer
 
 
-def mmembed(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mmembed.cli", *args], capture_output=True, text=True, timeout=300, check=False, env=env
-    )
+def mmembed(
+    *args: str, env: dict[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "mmembed.cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False, env=env, input=stdin)
+
+
+def test_embed_takes_long_texts_from_files_and_standard_input(
+    server: TritonServer, client: EmbeddingClient, tmp_path: Path
+) -> None:
+    long_text = "A long document about red cars and small houses, line after line.\n" * 400  # about 27 kB
+    path = tmp_path / "document.txt"
+    path.write_text(long_text)
+    common = ("embed", "--url", server.grpc_url, "--model", JINA_MODEL)
+    result = mmembed(*common, "--text", "a cat", "--text-file", str(path), "--text-file", "-", stdin="from stdin\n")
+    assert result.returncode == 0, result.stderr
+    texts = json.loads(result.stdout)["texts"]
+    assert [entry.get("text", entry.get("file")) for entry in texts] == ["a cat", str(path), "-"]
+    expected = client.embed_texts(JINA_MODEL, ["a cat", long_text.removesuffix("\n"), "from stdin"])
+    np.testing.assert_allclose([entry["embedding"] for entry in texts], expected, atol=1e-5)
+    missing = mmembed(*common, "--text-file", str(tmp_path / "missing.txt"))
+    assert missing.returncode == 1 and "cannot read text file" in missing.stderr
 
 
 def _hub_cache(checkpoint: Path, home: Path, model_id: str) -> Path:
