@@ -12,17 +12,17 @@ from typing import Any
 
 from mmembed.triton_metrics import ModelTimes
 
-SUMMARY_JSON, SUMMARY_MD, CHART_PNG = "summary.json", "summary.md", "chart.png"
+SUMMARY_JSON, SUMMARY_MD, CHART_PNG, RESULTS_JSON = "summary.json", "summary.md", "chart.png", "locust_results.json"
 KINDS = ("images", "texts")
 
 
 @dataclass(frozen=True, kw_only=True)
 class KindStats:
-    """One request kind (images or texts) over the whole run, from Locust's aggregate statistics."""
+    """One request kind (images or texts) over the whole measured window, from Locust's final statistics."""
 
     requests: int
     failures: int
-    requests_per_s: float  # every request, failed ones too (Locust's count)
+    requests_per_s: float  # every request, failed ones too
     items_per_s: float  # items of successful requests only: the throughput that did work
     p50_ms: float
     p95_ms: float
@@ -34,7 +34,8 @@ class Summary:
     model: str
     mix: str
     users: int
-    duration_s: float
+    duration_s: float  # asked for
+    window_s: float  # measured: from the test's start to its last answer
     kinds: dict[str, KindStats]
     pairs_per_hour: float | None  # mix "pairs" only: the slower of the two halves sets the pace
     failures_by_error: dict[str, int]
@@ -44,38 +45,59 @@ class Summary:
     notes: list[str] = field(default_factory=list)
 
 
-def read_stats(prefix: Path) -> dict[str, KindStats]:
-    """Per request name, from Locust's `PREFIX_stats.csv` (written by --csv PREFIX)."""
+MIN_REQUESTS = 20  # fewer successful requests of a kind than this and its rate and percentiles mean little
+
+
+def read_results(path: Path) -> tuple[dict[str, KindStats], float]:
+    """Per-kind statistics and the measured window in seconds, from the locustfile's `--results-file`.
+
+    Every rate divides by the same window, which spans every request counted, so the counts here, in
+    Locust's own final table and in Triton's metrics agree."""
+    if not path.is_file():
+        return {}, 0.0
+    results = json.loads(path.read_text())
+    answers = [kind["last_answer"] for kind in results["kinds"].values() if kind["last_answer"]]
+    start = results.get("start")
+    window = max([results.get("stop") or start or 0.0, *answers]) - start if start else 0.0
     kinds = {}
-    with open(f"{prefix}_stats.csv", newline="") as handle:
-        for row in csv.DictReader(handle):
-            if row["Name"] not in KINDS:
-                continue
-            requests, failures = int(row["Request Count"]), int(row["Failure Count"])
-            succeeded = (requests - failures) / requests if requests else 0.0
-            kinds[row["Name"]] = KindStats(
-                requests=requests,
-                failures=failures,
-                requests_per_s=float(row["Requests/s"]),
-                items_per_s=float(row["Requests/s"]) * succeeded * float(row["Average Content Size"] or 0),
-                p50_ms=_number(row["50%"]),
-                p95_ms=_number(row["95%"]),
-                p99_ms=_number(row["99%"]),
+    for name, kind in results["kinds"].items():
+        kinds[name] = KindStats(
+            requests=kind["requests"],
+            failures=kind["failures"],
+            requests_per_s=kind["requests"] / window if window else 0.0,
+            items_per_s=kind["items"] / window if window else 0.0,
+            p50_ms=float(kind["p50_ms"]),
+            p95_ms=float(kind["p95_ms"]),
+            p99_ms=float(kind["p99_ms"]),
+        )
+    return kinds, window
+
+
+def measurement_notes(kinds: dict[str, KindStats], window_s: float) -> list[str]:
+    """What makes this run's numbers unreliable, said plainly."""
+    if not any(stats.requests for stats in kinds.values()):
+        return [f"nothing was measured in {window_s:.1f} s: no request was answered; run longer"]
+    notes = []
+    for name, stats in kinds.items():
+        succeeded = stats.requests - stats.failures
+        if succeeded < MIN_REQUESTS:
+            notes.append(
+                f"only {succeeded} {name} requests succeeded in {window_s:.1f} s: too few for a stable rate "
+                f"and percentiles (aim for {MIN_REQUESTS} or more); run longer"
             )
-    return kinds
+    return notes
 
 
-def read_failures(prefix: Path) -> dict[str, int]:
-    """Failures grouped by error type (the exception class Locust recorded), e.g. ServerOverloadedError."""
+def read_failures(path: Path) -> dict[str, int]:
+    """Failures grouped by error type (the exception class Locust recorded), e.g. ServerOverloadedError,
+    from the locustfile's `--results-file`."""
     counts: dict[str, int] = {}
-    path = Path(f"{prefix}_failures.csv")
-    if not path.exists():
+    if not path.is_file():
         return counts
-    with open(path, newline="") as handle:
-        for row in csv.DictReader(handle):
-            match = re.match(r"\s*(\w+)\(", row["Error"])
-            kind = match.group(1) if match else row["Error"][:80]
-            counts[kind] = counts.get(kind, 0) + int(row["Occurrences"])
+    for error, occurrences in json.loads(path.read_text()).get("errors", []):
+        match = re.match(r"\s*(\w+)\(", error)
+        kind = match.group(1) if match else error[:80]
+        counts[kind] = counts.get(kind, 0) + int(occurrences)
     return counts
 
 
@@ -127,6 +149,10 @@ def write_chart(prefix: Path, path: Path) -> None:
 def markdown(summary: Summary) -> str:
     lines = [
         f"# mmembed load test: {summary.model}, mix {summary.mix}, {summary.users} users, {summary.duration_s:.0f} s",
+        "",
+        f"Measured over {summary.window_s:.1f} s, from the first user's start to the last answer (the rest of "
+        "the run time went to starting Locust and its users): every count below, Locust's and Triton's, covers "
+        "the same requests.",
         "",
         "| kind | requests | failures | requests/s | items/s | p50 ms | p95 ms | p99 ms |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",

@@ -15,7 +15,17 @@ from pathlib import Path
 from mmembed.client import ClientOptions, EmbeddingClient, ServerUnavailableError
 from mmembed.loadtest import LOCUSTFILE, MIXES
 from mmembed.loadtest.cost import CostError, cost_report, load_prices
-from mmembed.loadtest.report import CHART_PNG, KindStats, Summary, read_failures, read_stats, write_chart, write_summary
+from mmembed.loadtest.report import (
+    CHART_PNG,
+    RESULTS_JSON,
+    KindStats,
+    Summary,
+    measurement_notes,
+    read_failures,
+    read_results,
+    write_chart,
+    write_summary,
+)
 
 from mmembed.serve import free_port
 from mmembed.triton_metrics import MetricsSampler
@@ -77,25 +87,34 @@ def run_loadtest(plan: LoadTestPlan, log: Callable[[str], None] = print) -> Summ
         f"load test: {plan.users} users on {plan.model} ({plan.mix}, {plan.batch_size} items per request) "
         f"for {plan.duration_s:.0f} s; report in {plan.report_dir}"
     )
+    results = plan.report_dir / RESULTS_JSON
+    results.unlink(missing_ok=True)
     with MetricsSampler(metrics_url, plan.report_dir / "triton_metrics.csv") as sampler:
-        _run_locust(plan, prefix)
-    kinds = read_stats(prefix)
+        _run_locust(plan, prefix, results)
+    kinds, window_s = read_results(results)
     summary = Summary(
         model=plan.model,
         mix=plan.mix,
         users=plan.users,
         duration_s=plan.duration_s,
+        window_s=window_s,
         kinds=kinds,
         pairs_per_hour=_pairs_per_hour(plan.mix, kinds),
-        failures_by_error=read_failures(prefix),
+        failures_by_error=read_failures(results),
         triton=sampler.model_times(),
         gpu_utilization=sampler.gpu_utilization(),
     )
+    summary.notes += measurement_notes(kinds, window_s)
     if sampler.error:
         summary.notes.append(sampler.error)
     summary.cost = _cost_lines(plan, summary)
     write_chart(prefix, plan.report_dir / CHART_PNG)
     write_summary(summary, plan.report_dir)
+    if not any(stats.requests > stats.failures for stats in kinds.values()):
+        raise LoadTestError(
+            f"nothing was measured: no request succeeded in {window_s:.1f} s of a {plan.duration_s:.0f} s run "
+            f"(report in {plan.report_dir}); run longer, or see its failures"
+        )
     return summary
 
 
@@ -108,11 +127,12 @@ def _check_model(plan: LoadTestPlan) -> None:
             raise LoadTestError(f"cannot reach tritonserver at {plan.url}: {e}") from None
 
 
-def _run_locust(plan: LoadTestPlan, prefix: Path) -> None:
+def _run_locust(plan: LoadTestPlan, prefix: Path, results: Path) -> None:
     common = [
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--host", plan.url,
         "--model", plan.model, "--mix", plan.mix, "--batch-size", str(plan.batch_size),
         "--corpus", str(plan.corpus or ""), "--corpus-size", str(plan.corpus_size),
+        "--results-file", str(results),
     ]  # fmt: skip
     run = [
         "--headless", "-u", str(plan.users), "-r", str(plan.spawn_rate), "-t", f"{plan.duration_s:.0f}s",
