@@ -1,4 +1,4 @@
-"""`mmembed cost`: the published guide's rows, the API arithmetic, and clear errors for bad inputs."""
+"""`mmembed cost`: the rows of Spheron's published cost comparison, the API arithmetic, and clear errors."""
 
 from __future__ import annotations
 
@@ -9,16 +9,19 @@ import pytest
 from mmembed.loadtest.cost import CostError, PairShape, api_usd_per_pair, cost_report, load_prices
 
 
-def test_reproduces_the_guide_rows() -> None:
-    """L40S at $0.96/h doing 50,000 pairs/h: $19.20 per 1M at full use, about $32 at 60%, and break-even
-    with a $100-per-1M API at about 7M pairs a month."""
+def test_reproduces_the_published_rows() -> None:
+    """Spheron's blog post (the source in prices.json): L40S at $0.96/h doing 50,000 pairs/h: $19.20 per 1M
+    at full use, about $32 at 60%, and break-even with a $100-per-1M API at about 7M pairs a month. Every
+    line names its source, never "the guide"."""
     full = cost_report(pairs_per_hour=50_000, gpu="L40S")
     assert full.usd_per_million_pairs == pytest.approx(19.20)
     sixty = cost_report(pairs_per_hour=50_000, gpu="L40S", utilization=0.6)
     assert sixty.usd_per_million_pairs == pytest.approx(32.00)
-    (guide,) = [api for api in sixty.apis if api.name == "guide-100"]
-    assert guide.usd_per_million_pairs == pytest.approx(100.0)
-    assert guide.break_even_pairs_per_month == pytest.approx(7.0e6, rel=0.01)  # $0.96 x 730 h / $100 per 1M
+    (spheron,) = [api for api in sixty.apis if api.name == "spheron-cohere-estimate"]
+    assert spheron.usd_per_million_pairs == pytest.approx(100.0)
+    assert spheron.break_even_pairs_per_month == pytest.approx(7.0e6, rel=0.01)  # $0.96 x 730 h / $100 per 1M
+    lines = "\n".join(sixty.lines())
+    assert "Spheron" in lines and "guide" not in lines.lower()
 
 
 def test_api_prices_follow_their_billing_rules() -> None:
