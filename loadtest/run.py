@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mmembed.client import ClientOptions, EmbeddingClient, ServerUnavailableError
@@ -27,6 +27,7 @@ from mmembed.loadtest.report import (
     write_summary,
 )
 
+from mmembed.sample_images import photo_corpus
 from mmembed.serve import free_port
 from mmembed.triton_metrics import MetricsSampler
 
@@ -89,6 +90,8 @@ def run_loadtest(plan: LoadTestPlan, log: Callable[[str], None] = print) -> Summ
     )
     results = plan.report_dir / RESULTS_JSON
     results.unlink(missing_ok=True)
+    if plan.corpus is None:  # generated here, not in each Locust process: -t runs from Locust's start
+        plan = replace(plan, corpus=_generated_corpus(plan.report_dir / "corpus", plan.corpus_size))
     with MetricsSampler(metrics_url, plan.report_dir / "triton_metrics.csv") as sampler:
         _run_locust(plan, prefix, results)
     kinds, window_s = read_results(results)
@@ -116,6 +119,14 @@ def run_loadtest(plan: LoadTestPlan, log: Callable[[str], None] = print) -> Summ
             f"(report in {plan.report_dir}); run longer, or see its failures"
         )
     return summary
+
+
+def _generated_corpus(folder: Path, count: int) -> Path:
+    """COUNT photo-like JPEGs of realistic sizes in FOLDER."""
+    folder.mkdir(exist_ok=True)
+    for index, data in enumerate(photo_corpus(count)):
+        (folder / f"photo-{index:03d}.jpg").write_bytes(data)
+    return folder
 
 
 def _check_model(plan: LoadTestPlan) -> None:

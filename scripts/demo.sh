@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
 # The main job, step by step: checkpoint -> export -> serve -> embed. FAMILY=jinaclip2 runs JinaCLIP-v2
-# instead of SigLIP-2; CHECKPOINT=DIR uses a real checkpoint folder (e.g. google/siglip2-so400m-patch16-512
-# or jinaai/jina-clip-v2) instead of a tiny random one.
+# instead of SigLIP-2; CHECKPOINT=DIR or CHECKPOINT=org/name (a hub model id, e.g.
+# google/siglip2-so400m-patch16-512 or jinaai/jina-clip-v2) uses a real checkpoint instead of a tiny random one.
 set -euo pipefail
 WORK=${WORK:-work}
 FAMILY=${FAMILY:-siglip2}
-CHECKPOINT=${CHECKPOINT:-$WORK/$FAMILY-tiny}
 # Three ports the OS says are free now (a server already on 8000-8002 does not get in the way), unless
 # GRPC_PORT, HTTP_PORT and METRICS_PORT are given.
 read -r FREE_GRPC FREE_HTTP FREE_METRICS < <(python - <<'PY'
@@ -21,8 +20,9 @@ GRPC_PORT=${GRPC_PORT:-$FREE_GRPC}
 HTTP_PORT=${HTTP_PORT:-$FREE_HTTP}
 METRICS_PORT=${METRICS_PORT:-$FREE_METRICS}
 
-if [ ! -f "$CHECKPOINT/config.json" ]; then
-  mmembed checkpoint "$FAMILY" --size tiny --out "$CHECKPOINT"
+if [ -z "${CHECKPOINT:-}" ]; then  # no checkpoint given (a folder or a hub model id): a tiny random one
+  CHECKPOINT=$WORK/$FAMILY-tiny
+  [ -f "$CHECKPOINT/config.json" ] || mmembed checkpoint "$FAMILY" --size tiny --out "$CHECKPOINT"
 fi
 mmembed export "$FAMILY" --checkpoint "$CHECKPOINT" --repository "$WORK/repository"
 

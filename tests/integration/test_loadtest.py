@@ -53,7 +53,7 @@ def test_short_run_writes_a_report_with_no_failures(server: TritonServer, tmp_pa
         assert summary.triton[ensemble].requests == requests, (kind, requests, summary.triton[ensemble].requests)
         (row,) = [line for line in final_table.splitlines() if line.split()[:2] == ["grpc", kind]]
         assert int(row.split()[-1]) == requests
-    assert 0 < summary.window_s <= plan.duration_s + 2
+    assert plan.duration_s / 2 < summary.window_s <= plan.duration_s + 2  # the run time goes to load
     rate = summary.kinds["images"].items_per_s
     assert rate == pytest.approx(summary.kinds["images"].requests * plan.batch_size / summary.window_s)
 
