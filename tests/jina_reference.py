@@ -133,12 +133,9 @@ def _rotate_halves(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
     return torch.cat([turned.real, turned.imag], dim=-1)
 
 
-def official_image_pixels(data: bytes, checkpoint: Path) -> np.ndarray:
-    """What the official `encode_image` hands the vision tower for one file: `Image.open(...)
-    .convert("RGB")` (no EXIF orientation, alpha dropped, Pillow's own 16-bit conversion), then
-    JinaCLIPImageProcessor's transform (short side resized bicubic, centre crop, ToTensor, mean/std from
-    `preprocessor_config.json`'s `mean` / `std`), here through transformers' CLIPImageProcessorPil."""
-    import io
+def official_transform(checkpoint: Path) -> Any:
+    """JinaCLIPImageProcessor's transform for this checkpoint (short side resized bicubic, centre crop,
+    ToTensor, `mean` / `std` from `preprocessor_config.json`), through transformers' CLIPImageProcessorPil."""
     import json
 
     from PIL import Image
@@ -146,7 +143,7 @@ def official_image_pixels(data: bytes, checkpoint: Path) -> np.ndarray:
 
     config = json.loads((checkpoint / "preprocessor_config.json").read_text())
     size = config["size"]
-    processor = CLIPImageProcessorPil(
+    return CLIPImageProcessorPil(
         size={"shortest_edge": size},
         crop_size={"height": size, "width": size},
         resample=Image.Resampling.BICUBIC,
@@ -154,6 +151,16 @@ def official_image_pixels(data: bytes, checkpoint: Path) -> np.ndarray:
         image_std=config["std"],
         do_convert_rgb=False,
     )
+
+
+def official_image_pixels(data: bytes, checkpoint: Path) -> np.ndarray:
+    """What the official `encode_image` hands the vision tower for one file: `Image.open(...)
+    .convert("RGB")` (no EXIF orientation, alpha dropped, Pillow's own 16-bit conversion), then
+    the official transform."""
+    import io
+
+    from PIL import Image
+
     image = Image.open(io.BytesIO(data)).convert("RGB")
-    pixels: np.ndarray = processor(images=image, return_tensors="np")["pixel_values"][0]
+    pixels: np.ndarray = official_transform(checkpoint)(images=image, return_tensors="np")["pixel_values"][0]
     return pixels

@@ -20,7 +20,13 @@ from mmembed.families import jinaclip2_layout as layout
 from mmembed.families.base import CheckpointError
 from mmembed.families.eva02 import Eva02VisionTower
 from mmembed.families.jina_text import JinaTextTower, text_config
-from mmembed.families.official import official_bytes, official_json, overlay, shrink_token_ids
+from mmembed.families.official import (
+    official_bytes,
+    official_json,
+    overlay,
+    shrink_token_ids,
+    split_added_tokens,
+)
 
 MODEL_ID = "jinaai/jina-clip-v2"
 OFFICIAL_FILES = ("config.json", "preprocessor_config.json", "special_tokens_map.json", "tokenizer_config.json")
@@ -103,9 +109,7 @@ def train_tokenizer(vocab_size: int, added_tokens: dict[str, dict[str, Any]]) ->
     marks, `<s> $A </s>`, VOCAB_SIZE ids in all. Trained on a small corpus in several scripts."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-    by_id = {int(key): token for key, token in added_tokens.items()}
-    leading = [by_id[index]["content"] for index in range(len(by_id)) if index in by_id]  # ids 0, 1, 2, ...
-    trailing = {index: token for index, token in by_id.items() if index >= len(leading)}
+    leading, trailing, entries = split_added_tokens(added_tokens)
     tokenizer = Tokenizer(models.Unigram())
     # Runs of whitespace split words and "▁" marks their starts: the pipeline transformers' own
     # XLMRobertaTokenizer builds around a vocabulary, so the tests' reference tokenizes as this file does.
@@ -125,7 +129,7 @@ def train_tokenizer(vocab_size: int, added_tokens: dict[str, dict[str, Any]]) ->
     for index in range(len(pieces), vocab_size):  # ids no trained piece holds: placeholders, then <mask>
         piece = [trailing[index]["content"], 0.0] if index in trailing else [f"<mmembed_unused_{index}>", lowest - 1]
         pieces.append(piece)
-    layout_json["added_tokens"] = [{"id": index, **token} for index, token in sorted(by_id.items())]
+    layout_json["added_tokens"] = entries
     tokenizer = Tokenizer.from_str(json.dumps(layout_json))
     bos, eos = tokenizer.token_to_id("<s>"), tokenizer.token_to_id("</s>")
     tokenizer.post_processor = processors.TemplateProcessing(

@@ -45,3 +45,18 @@ def shrink_token_ids(added_tokens: dict[str, Any], full_vocab: int, vocab: int) 
         index = int(key)
         shrunk[str(index if index < vocab // 2 else index - full_vocab + vocab)] = token
     return shrunk
+
+
+def split_added_tokens(
+    added_tokens: dict[str, Any],
+) -> tuple[list[str], dict[int, dict[str, Any]], list[dict[str, Any]]]:
+    """A tokenizer config's `added_tokens_decoder`, for building a tokenizer.json that agrees with it:
+    the contents of ids 0, 1, 2, ... up to the first gap (a trainer's special tokens), the tokens after
+    that by id (placed into the vocabulary at those ids), and tokenizer.json's `added_tokens` entries."""
+    by_id = {int(key): token for key, token in added_tokens.items()}
+    leading: list[str] = []
+    while len(leading) in by_id:
+        leading.append(by_id[len(leading)]["content"])
+    trailing = {index: token for index, token in by_id.items() if index >= len(leading)}
+    entries = [{"id": index, **token} for index, token in sorted(by_id.items())]
+    return leading, trailing, entries

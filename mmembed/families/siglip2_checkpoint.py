@@ -16,7 +16,13 @@ from typing import Any
 import torch
 
 from mmembed.families.base import CheckpointError
-from mmembed.families.official import official_bytes, official_json, overlay, shrink_token_ids
+from mmembed.families.official import (
+    official_bytes,
+    official_json,
+    overlay,
+    shrink_token_ids,
+    split_added_tokens,
+)
 
 MODEL_ID = "google/siglip2-so400m-patch16-512"
 OFFICIAL_FILES = ("config.json", "preprocessor_config.json", "special_tokens_map.json", "tokenizer_config.json")
@@ -95,9 +101,7 @@ def train_tokenizer(vocab_size: int, added_tokens: dict[str, dict[str, Any]]) ->
     appended to every text, and VOCAB_SIZE ids in all."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-    by_id = {int(key): token for key, token in added_tokens.items()}
-    leading = [by_id[index]["content"] for index in range(len(by_id)) if index in by_id]  # ids 0, 1, 2, ...
-    trailing = {index: token for index, token in by_id.items() if index >= len(leading)}
+    leading, trailing, entries = split_added_tokens(added_tokens)
     room = min(vocab_size - len(trailing), _MAX_TRAINED_TOKENS) - len(_BYTE_TOKENS)
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
     tokenizer.normalizer = normalizers.Replace(" ", "▁")
@@ -111,7 +115,7 @@ def train_tokenizer(vocab_size: int, added_tokens: dict[str, dict[str, Any]]) ->
     for index in range(len(vocab), vocab_size):  # ids no trained token holds: placeholders, then the tail
         vocab[trailing[index]["content"] if index in trailing else f"<mmembed_unused_{index}>"] = index
     layout["pre_tokenizer"] = None
-    layout["added_tokens"] = [{"id": index, **token} for index, token in sorted(by_id.items())]
+    layout["added_tokens"] = entries
     tokenizer = Tokenizer.from_str(json.dumps(layout))
     tokenizer.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
     eos = tokenizer.token_to_id("<eos>")

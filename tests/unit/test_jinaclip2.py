@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from image_files import photo
-from jina_reference import JinaReference
+from jina_reference import JinaReference, official_transform
 from mmembed.client import _triton
 from mmembed.client._errors import InvalidInputError as ClientInputError
 from mmembed.client._types import ModelInfo
@@ -189,19 +189,9 @@ def test_tower_folders_round_trip(jina_checkpoint: Path, tmp_path: Path) -> None
         assert torch.equal(FAMILY.load_tower(tmp_path / "text", "text")(ids), towers.text(ids))
 
 
-def test_preprocessing_matches_a_clip_image_processor_with_the_checkpoints_settings(jina_checkpoint: Path) -> None:
+def test_preprocessing_matches_the_official_transform(jina_checkpoint: Path) -> None:
     """Shortest side resized bicubic, centre crop, mean/std from preprocessor_config.json."""
-    from transformers import CLIPImageProcessorPil
-
-    config = json.loads((jina_checkpoint / "preprocessor_config.json").read_text())
-    size = config["size"]
-    processor = CLIPImageProcessorPil(
-        size={"shortest_edge": size},
-        crop_size={"height": size, "width": size},
-        resample=Image.Resampling.BICUBIC,
-        image_mean=config["mean"],
-        image_std=config["std"],
-    )
+    processor = official_transform(jina_checkpoint)
     settings = FAMILY.image_settings(jina_checkpoint)
     for width, height in [(160, 120), (120, 160), (300, 58), (56, 56), (1000, 700)]:
         image = photo(width, height, seed=width)
