@@ -82,10 +82,10 @@ def truncate_result(result: np.ndarray | PartialEmbeddings, dimensions: int | No
     return truncate(result, dimensions)
 
 
-def model_not_found(model: str, modality: str, infos: list[ModelInfo]) -> ModelNotFoundError:
-    """The error for a call to MODEL's MODALITY that the server does not have, naming what it has."""
+def model_not_found(model: str, infos: list[ModelInfo], modality: str | None = None) -> ModelNotFoundError:
+    """The error for a call to MODEL (its MODALITY, if given) that the server does not have, naming what it has."""
     by_name = {info.name: info for info in infos}
-    if model in by_name and modality:
+    if model in by_name and modality is not None:
         embeds = ", ".join(by_name[model].modalities)
         return ModelNotFoundError(f"model {model!r} does not embed {modality}s (it embeds: {embeds})")
     served = ", ".join(sorted(by_name)) or "none"

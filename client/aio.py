@@ -140,7 +140,7 @@ class AsyncEmbeddingClient:
         if model not in self._infos:
             await self.list_models()
         if model not in self._infos:
-            raise _triton.model_not_found(model, "", list(self._infos.values()))
+            raise _triton.model_not_found(model, list(self._infos.values()))
         return self._infos[model]
 
     async def _embed(
@@ -164,7 +164,7 @@ class AsyncEmbeddingClient:
         try:
             results = await asyncio.gather(*(infer_items(batch) for batch in batches(items, batch_size)))
         except ModelNotFoundError:
-            raise _triton.model_not_found(model, modality, await self.list_models()) from None
+            raise _triton.model_not_found(model, await self.list_models(), modality) from None
         dimension = 0
         if not any(result.indexes for result in results):  # no vector came back: the model tells its size
             dimension = (await self.model_info(model)).dimension

@@ -149,7 +149,7 @@ class EmbeddingClient:
         if model not in self._infos:
             self.list_models()
         if model not in self._infos:
-            raise _triton.model_not_found(model, "", list(self._infos.values()))
+            raise _triton.model_not_found(model, list(self._infos.values()))
         return self._infos[model]
 
     def _embed(
@@ -171,7 +171,7 @@ class EmbeddingClient:
         try:
             results = [set_aside, *(future.result() for future in futures)]
         except ModelNotFoundError:
-            raise _triton.model_not_found(model, modality, self.list_models()) from None
+            raise _triton.model_not_found(model, self.list_models(), modality) from None
         finally:
             for future in futures:
                 future.cancel()
