@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from mmembed.bench.gpu import wall_time
 from PIL import Image
+
+from mmembed.bench.gpu import wall_time
 
 
 @dataclass(frozen=True, kw_only=True)

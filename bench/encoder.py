@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from mmembed.bench.gpu import wall_time
 
-from mmembed.torch_encoder import TorchEncoder
+from mmembed.bench.gpu import wall_time
+from mmembed.runtime.torch_encoder import TorchEncoder, as_tensors
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -17,9 +17,18 @@ class EncoderRate:
     cuda_graphs: bool
 
 
+def device_inputs(encoder: TorchEncoder, batch: int, seed: int) -> list[torch.Tensor]:
+    """Random inputs for ENCODER, on its device in the dtypes it runs them in."""
+    named = encoder.settings.spec.random_inputs(batch, seed=seed)
+    return [
+        x.to(encoder.device).to(encoder.input_dtype(spec))
+        for x, spec in zip(as_tensors(named, encoder.settings), encoder.settings.spec.inputs, strict=True)
+    ]
+
+
 def encoder_rate(encoder: TorchEncoder, batch: int, seconds: float) -> EncoderRate:
     """Items/s of ENCODER at BATCH, cycling through three different input batches already on the device."""
-    inputs = [encoder.spec.random_input(batch, seed=seed).to(encoder.device) for seed in range(3)]
+    inputs = [device_inputs(encoder, batch, seed) for seed in range(3)]
     calls = [0]
 
     def run() -> int:
@@ -36,12 +45,12 @@ def kernel_breakdown(encoder: TorchEncoder, batch: int) -> dict[str, float]:
     """Share of GPU kernel time by kind (matmul, attention, other) for one eager forward pass at BATCH."""
     from torch.profiler import ProfilerActivity, profile
 
-    inputs = encoder.spec.random_input(batch, seed=5).to(encoder.device).to(encoder.input_dtype)
+    inputs = device_inputs(encoder, batch, seed=5)
     with torch.inference_mode():
-        encoder.tower(inputs)
+        encoder.module(*inputs)
         torch.cuda.synchronize()
         with profile(activities=[ProfilerActivity.CUDA]) as trace:
-            encoder.tower(inputs)
+            encoder.module(*inputs)
             torch.cuda.synchronize()
     shares = {"matmul": 0.0, "attention": 0.0, "other": 0.0}
     for event in trace.key_averages():

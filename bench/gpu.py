@@ -46,11 +46,11 @@ def matmul_tflops(size: int = 8192) -> dict[str, float]:
     return rates
 
 
-def flops_per_item(module: torch.nn.Module, item: torch.Tensor) -> float:
-    """FLOPs of one forward pass of MODULE on a batch of one (matmuls, convolutions, attention)."""
+def flops_per_item(module: torch.nn.Module, inputs: list[torch.Tensor]) -> float:
+    """FLOPs of one forward pass of MODULE on INPUTS, a batch of one (matmuls, convolutions, attention)."""
     counter = FlopCounterMode(display=False)
     with counter, torch.inference_mode():
-        module(item)
+        module(*inputs)
     return float(counter.get_total_flops())
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import time
 
-from mmembed.preprocessing import ImageSettings, image_pixels
+from mmembed.core.preprocessing import ImageSettings, image_pixels
 
 
 def preprocess_rate(jpegs: list[bytes], settings: ImageSettings, workers: int, seconds: float) -> float:
@@ -30,7 +30,7 @@ def device_preprocess_rate(jpegs: list[bytes], settings: ImageSettings, device: 
     in requests of 16 images as the load generator sends them."""
     import torch  # here, not above: the spawned CPU workers of preprocess_rate need neither
 
-    from mmembed.device_preprocessing import DevicePreprocessor
+    from mmembed.runtime.device_preprocessing import DevicePreprocessor
 
     preprocessor = DevicePreprocessor(settings, device)
     batches = [jpegs[start : start + 16] for start in range(0, len(jpegs), 16)]

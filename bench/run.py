@@ -22,23 +22,25 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from mmembed.bench.baseline import baseline_rates
-from mmembed.bench.encoder import encoder_rate, kernel_breakdown
+from mmembed.bench.encoder import device_inputs, encoder_rate, kernel_breakdown
 from mmembed.bench.gpu import GpuSampler, flops_per_item, matmul_tflops
 from mmembed.bench.load import LoadPlan, run_load
 from mmembed.bench.preprocess import device_preprocess_rate, preprocess_rate
 from mmembed.bench.smoke import served_parity
-from mmembed.export import BatchingOptions, ExportRequest, Precision, Runtime, export_model
-
-from mmembed.contract import TOWER_FOLDER
-from mmembed.device_preprocessing import DevicePreprocessor, nvjpeg_available
+from mmembed.core.contract import ImageStep, ModelSpec
+from mmembed.core.encoder_settings import EncoderSettings
+from mmembed.core.names import TOWER_FOLDER
+from mmembed.core.numeric_gate import row_cosines
+from mmembed.core.preprocessing import ImageSettings, image_pixels
+from mmembed.core.sample_images import caption_corpus, photo_corpus
+from mmembed.core.types import Precision, Runtime
+from mmembed.export import BatchingOptions, ExportRequest, export_model
 from mmembed.families import get_family
-from mmembed.families.base import TowerSpec
-from mmembed.numeric_gate import row_cosines
-from mmembed.preprocessing import ImageSettings, image_pixels
-from mmembed.sample_images import caption_corpus, photo_corpus
-from mmembed.serve import ServerSettings, TritonServer
-from mmembed.torch_encoder import EncoderOptions, build_encoder
+from mmembed.runtime.device_preprocessing import DevicePreprocessor, nvjpeg_available
+from mmembed.runtime.torch_encoder import build_encoder
+from mmembed.serving.server import ServerSettings, TritonServer
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,11 +114,11 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print) -> Be
     precisions = []
     for precision in config.precisions:
         with clock(f"export {precision}"):
-            export_model(_export_request(config, checkpoint, _repository(config, precision), precision), log=log)
+            export_model(export_request(config, checkpoint, repository_folder(config, precision), precision), log=log)
             precisions.append(precision)
     config = replace(config, precisions=tuple(precisions))
     jpegs, texts = photo_corpus(config.corpus_size), caption_corpus(1024)
-    image_settings = family.image_settings(checkpoint)
+    image_settings = _image_settings(family.describe(checkpoint))
     if cuda:
         with clock("matmul ceilings"):
             result.ceilings_tflops = matmul_tflops()
@@ -145,6 +147,14 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print) -> Be
     return result
 
 
+def _image_settings(spec: ModelSpec) -> ImageSettings:
+    """The settings of the model's first image step: what the preprocessing measurements use."""
+    steps = [step for ensemble in spec.ensembles for step in ensemble.steps if isinstance(step, ImageStep)]
+    if not steps:
+        raise ValueError("the benchmark measures image throughput: this model has no image ensemble")
+    return steps[0].settings
+
+
 def _smoke(config: BenchConfig, result: BenchResult, log: Callable[[str], None]) -> None:
     """Served parity on the tiny checkpoint; if GPU tensors between steps fail, retry through the host."""
     try:
@@ -160,12 +170,12 @@ def _smoke(config: BenchConfig, result: BenchResult, log: Callable[[str], None])
     log(f"smoke parity: {result.smoke_parity}")
 
 
-def _repository(config: BenchConfig, precision: str) -> Path:
+def repository_folder(config: BenchConfig, precision: str) -> Path:
     """One repository (and one server) per precision: a model refused at load stops only its own run."""
     return config.work_dir / f"repository-{precision}"
 
 
-def _export_request(config: BenchConfig, checkpoint: Path, repository: Path, precision: str) -> ExportRequest:
+def export_request(config: BenchConfig, checkpoint: Path, repository: Path, precision: str) -> ExportRequest:
     return ExportRequest(
         family=get_family(config.family),
         checkpoint=checkpoint,
@@ -189,27 +199,22 @@ def _export_request(config: BenchConfig, checkpoint: Path, repository: Path, pre
 def _encoder_alone(
     config: BenchConfig, precision: str, jpegs: list[bytes], image_settings: ImageSettings, result: BenchResult
 ) -> None:
+    """Each encoder the export wrote, built from its `encoder.json` as the served model builds it."""
     family = get_family(config.family)
-    repository = _repository(config, precision)
-    name = f"{config.family}_{precision}"
     rates: dict[str, float] = {}
     result.encoder[precision] = rates
-    for modality, batch in (("image", config.max_batch_size), ("text", config.text_max_batch_size)):
-        model = f"{name}_{'vision' if modality == 'image' else 'text'}_encoder"
-        folder = repository / model / "1" / TOWER_FOLDER
-        spec = _spec(repository / model / "config.pbtxt", modality)
-        tower = family.load_tower(folder, modality)  # type: ignore[arg-type]
-        options = EncoderOptions(
-            precision=precision, device=config.device, max_batch_size=batch, compile=config.compile
-        )
-        encoder = build_encoder(tower, spec, options, name=model, fp8_scope=family.fp8_scope)
+    for folder in sorted(repository_folder(config, precision).glob(f"{config.family}_{precision}_*_encoder")):
+        settings = replace(EncoderSettings.load(folder / "1"), device=config.device)
+        module = family.load_encoder(settings.spec.name, folder / "1" / TOWER_FOLDER)
+        encoder = build_encoder(module, settings, name=folder.name)
+        modality, batch = ("image" if settings.spec.takes_pixels else "text"), settings.max_batch_size
         rates[modality] = encoder_rate(encoder, batch, seconds=config.seconds / 3).items_per_s
         rates[f"{modality}_min_cosine_vs_fp32"] = encoder.gate_report.min_cosine
         if config.device == "cuda":
-            result.cuda_graphs[model] = encoder.graph_error or "used"
+            result.cuda_graphs[folder.name] = encoder.graph_error or "used"
         if precision == config.precisions[0]:
-            eager_tower = getattr(encoder.tower, "_orig_mod", encoder.tower)  # FLOPs are counted eagerly
-            flops = flops_per_item(eager_tower, spec.random_input(1, seed=0).to(options.device).to(encoder.input_dtype))
+            eager_module = getattr(encoder.module, "_orig_mod", encoder.module)  # FLOPs are counted eagerly
+            flops = flops_per_item(eager_module, device_inputs(encoder, 1, seed=0))
             setattr(result, "flops_per_image" if modality == "image" else "flops_per_text", flops)
             if modality == "image":
                 result.fast_jpeg_min_cosine, result.device_preprocess_min_cosine = _preprocess_parity(
@@ -217,25 +222,10 @@ def _encoder_alone(
                 )
                 if config.device == "cuda":
                     result.kernel_shares = kernel_breakdown(encoder, batch=32)
-        del encoder, tower
+        del encoder, module
         gc.collect()
         if config.device == "cuda":
             torch.cuda.empty_cache()
-
-
-def _spec(config_path: Path, modality: str) -> TowerSpec:
-    from mmembed.export.triton_config import parse_pbtxt
-
-    model_config = parse_pbtxt(config_path.read_text())
-    (model_input,) = model_config.input
-    return TowerSpec.from_config(
-        input_name=model_input.name,
-        output_name=model_config.output[0].name,
-        modality=modality,
-        dims=tuple(model_input.dims),
-        high=int(model_config.parameters["vocab_size"].string_value or 0),
-        max_length=int(model_config.parameters["max_length"].string_value or 0),
-    )
 
 
 def _preprocess_parity(encoder: Any, jpegs: list[bytes], settings: ImageSettings, device: str) -> tuple[float, float]:
@@ -244,7 +234,7 @@ def _preprocess_parity(encoder: Any, jpegs: list[bytes], settings: ImageSettings
     photos = jpegs[:16]
 
     def embed(pixels: torch.Tensor) -> np.ndarray:
-        result: np.ndarray = encoder(pixels).float().cpu().numpy()
+        result: np.ndarray = encoder([pixels]).float().cpu().numpy()
         return result
 
     def on_cpu(current: ImageSettings) -> torch.Tensor:
@@ -264,7 +254,7 @@ def _served(
     result: BenchResult,
     log: Callable[[str], None],
 ) -> None:
-    repository = _repository(config, precision)
+    repository = repository_folder(config, precision)
     settings = ServerSettings.on_free_ports(repository)
     log(f"starting tritonserver on {repository} ...")
     started = time.monotonic()

@@ -10,14 +10,15 @@ from io import BytesIO
 from pathlib import Path
 
 import torch
-from mmembed.client import EmbeddingClient
-from mmembed.export import ExportRequest, Precision, Runtime, export_model
 from PIL import Image
 
+from mmembed.client import EmbeddingClient
+from mmembed.core.numeric_gate import row_cosines
+from mmembed.core.sample_images import CAPTIONS, synthetic_jpeg
+from mmembed.core.types import Precision, Runtime
+from mmembed.export import ExportRequest, export_model
 from mmembed.families import get_family
-from mmembed.numeric_gate import row_cosines
-from mmembed.sample_images import CAPTIONS, synthetic_jpeg
-from mmembed.serve import ServerSettings, TritonServer
+from mmembed.serving.server import ServerSettings, TritonServer
 
 
 def served_parity(

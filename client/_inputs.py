@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import TypeAlias
 
 import numpy as np
-from mmembed.client._errors import InvalidInputError
 from PIL import Image
+
+from mmembed.client._errors import InvalidInputError
 
 ImageInput: TypeAlias = str | os.PathLike[str] | bytes | bytearray | Image.Image | np.ndarray
 """A path, encoded image bytes, a PIL image, a uint8 array (H, W), (H, W, 3) or (H, W, 4), or a data URI."""

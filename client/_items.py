@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
 import numpy as np
+
 from mmembed.client._errors import InvalidInputError
 
 T = TypeVar("T")

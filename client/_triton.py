@@ -8,23 +8,18 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
+from tritonclient.utils import InferenceServerException
+
 from mmembed.client._errors import EmbeddingError, InvalidInputError, ModelNotFoundError, translate
 from mmembed.client._items import PartialEmbeddings
 from mmembed.client._types import ModelInfo
-from tritonclient.utils import InferenceServerException
+from mmembed.core.names import EMBEDDING_OUTPUT, IMAGE_INPUT, PARAM_PREFIX, TEXT_INPUT
+from mmembed.core.types import MODALITIES
 
-from mmembed.contract import (
-    EMBEDDING_OUTPUT,
-    IMAGE_INPUT,
-    IMAGE_SUFFIX,
-    PARAM_PREFIX,
-    QUERY_SUFFIX,
-    TEXT_INPUT,
-    TEXT_SUFFIX,
-)
-
-MODALITY_INPUT = {"image": IMAGE_INPUT, "text": TEXT_INPUT, "query": TEXT_INPUT}
-MODALITY_SUFFIX = {"image": IMAGE_SUFFIX, "text": TEXT_SUFFIX, "query": QUERY_SUFFIX}
+MODALITY_INPUT: dict[str, str] = {"image": IMAGE_INPUT, "text": TEXT_INPUT, "query": TEXT_INPUT}
+MODALITY_SUFFIX: dict[str, str] = {
+    modality: f"_{modality}" for modality in MODALITIES
+}  # model NAME serves NAME_<modality>
 
 
 @contextmanager

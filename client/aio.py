@@ -10,6 +10,7 @@ from typing import Literal, overload
 
 import numpy as np
 import tritonclient.grpc.aio as aioclient
+
 from mmembed.client import _triton
 from mmembed.client._errors import DeadlineExceededError, EmbeddingError, InvalidInputError, ModelNotFoundError
 from mmembed.client._inputs import ImageInput, image_bytes, text_bytes

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mmembed.contract import GRPC_API_KEY_HEADER
+from mmembed.core.names import GRPC_API_KEY_HEADER
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from mmembed.export.onnx_graph import DATA_FILE
 from onnx import numpy_helper
+
+from mmembed.export.onnx_graph import DATA_FILE
 
 E4M3_MAX = 448.0  # e4m3's largest finite magnitude
 QDQ_OPSET = 19  # the first opset whose QuantizeLinear/DequantizeLinear take float8 types
@@ -70,9 +71,9 @@ def scoped_products(graph: onnx.GraphProto, scope: str) -> ScopedProducts:
     return ScopedProducts(with_weight=with_weight, between_activations=between)
 
 
-def reduce_precision(graph_path: Path, precision: str, scope: str, calibration: Iterable[np.ndarray]) -> int:
+def reduce_precision(graph_path: Path, precision: str, scope: str, calibration: Iterable[dict[str, np.ndarray]]) -> int:
     """Rewrite the fp32 graph at GRAPH_PATH (and its external data) in place into PRECISION ("fp16" or
-    "fp8"); return how many matrix products changed. CALIBRATION (input batches) sets fp8's activation
+    "fp8"); return how many matrix products changed. CALIBRATION (batches of named inputs) sets fp8's activation
     scales and is not read for fp16."""
     if precision not in ("fp16", "fp8"):
         raise PrecisionRewriteError(f"a typed graph is written in fp16 or fp8, not {precision}")
@@ -99,7 +100,9 @@ def reduce_precision(graph_path: Path, precision: str, scope: str, calibration: 
     return len(products.with_weight) + len(products.between_activations)
 
 
-def activation_ranges(graph_path: Path, tensors: list[str], batches: Iterable[np.ndarray]) -> dict[str, float]:
+def activation_ranges(
+    graph_path: Path, tensors: list[str], batches: Iterable[dict[str, np.ndarray]]
+) -> dict[str, float]:
     """The largest magnitude each named fp32 tensor of the graph takes over the input BATCHES, from
     onnxruntime runs of a copy of the graph that also outputs those tensors."""
     import onnxruntime
@@ -115,10 +118,11 @@ def activation_ranges(graph_path: Path, tensors: list[str], batches: Iterable[np
         onnx.save(model, str(copy), save_as_external_data=True, all_tensors_to_one_file=True, location=DATA_FILE)
         del model
         session = onnxruntime.InferenceSession(str(copy), providers=["CPUExecutionProvider"])
-        input_name = session.get_inputs()[0].name
         for batch in batches:
-            for start in range(0, len(batch), CALIBRATION_BATCH):
-                values = session.run(tensors, {input_name: batch[start : start + CALIBRATION_BATCH]})
+            count = len(next(iter(batch.values())))
+            for start in range(0, count, CALIBRATION_BATCH):
+                feeds = {name: array[start : start + CALIBRATION_BATCH] for name, array in batch.items()}
+                values = session.run(tensors, feeds)
                 for name, value in zip(tensors, values, strict=True):
                     ranges[name] = max(ranges[name], float(np.abs(value).max()))
     return ranges

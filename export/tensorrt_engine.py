@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from mmembed.export.onnx_graph import TowerSpec
 
-from mmembed.preprocessing import MIN_TEXT_LENGTH
-from mmembed.tensorrt_versions import VERSION_FILE
+from mmembed.core.contract import EncoderInput, EncoderSpec
+from mmembed.core.preprocessing import MIN_TEXT_LENGTH
+from mmembed.export.onnx_graph import NamedInputs
+from mmembed.serving.tensorrt_versions import VERSION_FILE
 
 PLAN_FILE = "model.plan"
 
@@ -25,23 +26,25 @@ class TensorRTUnavailableError(RuntimeError):
     """TensorRT or a CUDA GPU is missing where an engine must be built."""
 
 
-def optimization_profile(spec: TowerSpec, max_batch_size: int) -> dict[str, tuple[int, ...]]:
-    """min/opt/max input shapes: every batch size from 1 to MAX_BATCH_SIZE, tuned for half of it; for
-    variable-length token ids also every length from MIN_TEXT_LENGTH up, tuned for a short caption's."""
+def optimization_profile(spec: EncoderSpec, max_batch_size: int) -> dict[str, dict[str, tuple[int, ...]]]:
+    """Per input, min/opt/max shapes: every batch size from 1 to MAX_BATCH_SIZE, tuned for half of it;
+    on dynamic (token) axes also every length from MIN_TEXT_LENGTH up, tuned for a short caption's."""
     optimal = max(1, max_batch_size // 2)
-    if spec.variable_length:
-        (longest,) = spec.item_shape
-        shortest = min(MIN_TEXT_LENGTH, longest)
-        return {
-            "min": (1, shortest),
-            "opt": (optimal, min(2 * MIN_TEXT_LENGTH, longest)),
-            "max": (max_batch_size, longest),
-        }
     return {
-        "min": (1, *spec.item_shape),
-        "opt": (optimal, *spec.item_shape),
-        "max": (max_batch_size, *spec.item_shape),
+        item.name: {
+            "min": _shape(item, 1, MIN_TEXT_LENGTH),
+            "opt": _shape(item, optimal, 2 * MIN_TEXT_LENGTH),
+            "max": _shape(item, max_batch_size, None),
+        }
+        for item in spec.inputs
     }
+
+
+def _shape(item: EncoderInput, batch: int, length: int | None) -> tuple[int, ...]:
+    """ITEM's shape at BATCH, its dynamic axes at LENGTH (at most their largest size; None: the largest)."""
+    varying = {axis for axis, _ in item.dynamic_axes}
+    sizes = (min(length, size) if length and axis in varying else size for axis, size in enumerate(item.item_shape))
+    return (batch, *sizes)
 
 
 def require_tensorrt() -> None:
@@ -57,7 +60,7 @@ def require_tensorrt() -> None:
         raise TensorRTUnavailableError("runtime tensorrt needs a CUDA GPU to build the engine; none is visible")
 
 
-def build_engine(graph_path: Path, spec: TowerSpec, max_batch_size: int, timing_cache: Path | None = None) -> Path:
+def build_engine(graph_path: Path, spec: EncoderSpec, max_batch_size: int, timing_cache: Path | None = None) -> Path:
     """Write `model.plan` beside GRAPH_PATH, or raise TensorRTUnavailableError saying what is missing.
 
     The network is strongly typed: each layer runs in the type the graph gives it (`onnx_precision` writes
@@ -75,8 +78,8 @@ def build_engine(graph_path: Path, spec: TowerSpec, max_batch_size: int, timing_
         raise RuntimeError(f"TensorRT cannot parse {graph_path}: {errors}")
     config = builder.create_builder_config()
     profile = builder.create_optimization_profile()
-    shapes = optimization_profile(spec, max_batch_size)
-    profile.set_shape(spec.input_name, shapes["min"], shapes["opt"], shapes["max"])
+    for input_name, shapes in optimization_profile(spec, max_batch_size).items():
+        profile.set_shape(input_name, shapes["min"], shapes["opt"], shapes["max"])
     config.add_optimization_profile(profile)
     cache = None
     if timing_cache is not None:
@@ -93,9 +96,9 @@ def build_engine(graph_path: Path, spec: TowerSpec, max_batch_size: int, timing_
     return plan_path
 
 
-def run_engine(plan_path: Path, spec: TowerSpec, inputs: torch.Tensor, max_batch_size: int) -> np.ndarray:
+def run_engine(plan_path: Path, spec: EncoderSpec, inputs: NamedInputs, max_batch_size: int) -> np.ndarray:
     """Run the plan on the GPU over INPUTS (in batches the profile accepts) and return its fp32 outputs:
-    what the numeric gate compares with the fp32 tower before the plan is kept."""
+    what the numeric gate compares with the fp32 encoder before the plan is kept."""
     import tensorrt as trt
 
     engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan_path.read_bytes())
@@ -104,12 +107,17 @@ def run_engine(plan_path: Path, spec: TowerSpec, inputs: torch.Tensor, max_batch
     context = engine.create_execution_context()
     stream = torch.cuda.current_stream()
     outputs = []
-    for batch in torch.split(inputs, max_batch_size):
-        device_batch = batch.to("cuda").contiguous()
-        context.set_input_shape(spec.input_name, tuple(device_batch.shape))
-        output = torch.empty(tuple(context.get_tensor_shape(spec.output_name)), dtype=torch.float32, device="cuda")
-        context.set_tensor_address(spec.input_name, device_batch.data_ptr())
-        context.set_tensor_address(spec.output_name, output.data_ptr())
+    count = len(inputs[spec.inputs[0].name])
+    for start in range(0, count, max_batch_size):
+        batch = {
+            name: torch.from_numpy(array[start : start + max_batch_size]).to("cuda").contiguous()
+            for name, array in inputs.items()
+        }
+        for name, tensor in batch.items():
+            context.set_input_shape(name, tuple(tensor.shape))
+            context.set_tensor_address(name, tensor.data_ptr())
+        output = torch.empty(tuple(context.get_tensor_shape(spec.output)), dtype=torch.float32, device="cuda")
+        context.set_tensor_address(spec.output, output.data_ptr())
         if not context.execute_async_v3(stream.cuda_stream):
             raise RuntimeError(f"TensorRT failed to run {plan_path}")
         stream.synchronize()

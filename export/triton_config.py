@@ -1,48 +1,23 @@
 """Build every `config.pbtxt` of a model repository as protobuf messages, never as string templates.
 
-One model NAME becomes five models and two ensembles:
+A served model NAME is one ensemble per modality its family declares, each a chain
 
-    NAME_image = NAME_image_preprocess -> NAME_vision_encoder -> NAME_l2_normalize
-    NAME_text  = NAME_text_preprocess  -> NAME_text_encoder   -> NAME_l2_normalize
+    NAME_<modality> = NAME_<modality>_preprocess -> NAME_<encoder>_encoder -> NAME_l2_normalize
 
-and, for models that embed retrieval queries with an instruction in front (JinaCLIP-v2), a third:
-
-    NAME_query = NAME_query_preprocess -> NAME_text_encoder   -> NAME_l2_normalize
+e.g. NAME_image -> NAME_vision_encoder and NAME_text, NAME_query -> NAME_text_encoder for a two-tower
+model. An ensemble with several preprocessing steps (a fused encoder taking pixels and token ids) runs
+them side by side, as NAME_<modality>_<input>_preprocess.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
-from mmembed.contract import IMAGE_SUFFIX, PARAM_PREFIX, QUERY_SUFFIX, TEXT_SUFFIX
-
-
-class Runtime(str, Enum):
-    """Where the encoders run. The ensembles, preprocessing and normalisation are the same for all."""
-
-    ONNXRUNTIME_CPU = "onnxruntime-cpu"  # onnxruntime inside a Python-backend model: the pip Triton, CI
-    ONNXRUNTIME = "onnxruntime"  # Triton's onnxruntime backend on a GPU (NGC containers)
-    TENSORRT = "tensorrt"  # a TensorRT plan built on the target GPU (NGC containers)
-    TORCH = "torch"  # the checkpoint's towers in torch inside a Python-backend model, GPU or CPU
-
-
-class Precision(str, Enum):
-    FP32 = "fp32"
-    FP16 = "fp16"
-    BF16 = "bf16"
-    FP8 = "fp8"
-
-
-SUPPORTED_PRECISIONS: dict[Runtime, tuple[Precision, ...]] = {
-    Runtime.ONNXRUNTIME_CPU: (Precision.FP32,),
-    Runtime.ONNXRUNTIME: (Precision.FP32, Precision.FP16),
-    Runtime.TENSORRT: (Precision.FP32, Precision.FP16, Precision.FP8),
-    Runtime.TORCH: (Precision.FP32, Precision.FP16, Precision.BF16, Precision.FP8),
-}
+from mmembed.core.names import PARAM_PREFIX
+from mmembed.core.types import Precision, Runtime
 
 # Python-backend parameter: hand GPU tensors to the model as they are instead of copying them to the host.
 GPU_INPUTS = {"FORCE_CPU_ONLY_INPUT_TENSORS": "no"}
@@ -52,8 +27,8 @@ GPU_INPUTS = {"FORCE_CPU_ONLY_INPUT_TENSORS": "no"}
 class BatchingOptions:
     """Batching and instance knobs written into every generated config."""
 
-    max_batch_size: int = 64  # images per batch (and the image ensemble's largest request)
-    text_max_batch_size: int = 256  # texts are ~16x cheaper than images: larger batches fill the GPU
+    max_batch_size: int = 64  # items per batch of an encoder that takes images (and its ensembles' requests)
+    text_max_batch_size: int = 256  # text-only encoders: texts are ~16x cheaper, larger batches fill the GPU
     max_queue_delay_us: int = 2000
     preprocess_instances: int = 2
     encoder_instances: int = 1
@@ -76,37 +51,16 @@ class ModelNames:
 
     name: str
 
-    @property
-    def image(self) -> str:
-        return self.name + IMAGE_SUFFIX
+    def ensemble(self, modality: str) -> str:
+        return f"{self.name}_{modality}"
 
-    @property
-    def text(self) -> str:
-        return self.name + TEXT_SUFFIX
+    def preprocess(self, modality: str, step_input: str | None = None) -> str:
+        """STEP_INPUT names the step only where an ensemble has several."""
+        middle = f"{modality}_{step_input.lower()}" if step_input else modality
+        return f"{self.name}_{middle}_preprocess"
 
-    @property
-    def query(self) -> str:
-        return self.name + QUERY_SUFFIX
-
-    @property
-    def query_preprocess(self) -> str:
-        return f"{self.name}_query_preprocess"
-
-    @property
-    def image_preprocess(self) -> str:
-        return f"{self.name}_image_preprocess"
-
-    @property
-    def text_preprocess(self) -> str:
-        return f"{self.name}_text_preprocess"
-
-    @property
-    def vision_encoder(self) -> str:
-        return f"{self.name}_vision_encoder"
-
-    @property
-    def text_encoder(self) -> str:
-        return f"{self.name}_text_encoder"
+    def encoder(self, encoder: str) -> str:
+        return f"{self.name}_{encoder}_encoder"
 
     @property
     def l2_normalize(self) -> str:
@@ -154,44 +108,33 @@ def python_model_config(
 
 def encoder_config(
     name: str,
-    input_spec: TensorSpec,
-    output_spec: TensorSpec,
+    inputs: list[TensorSpec],
+    output: TensorSpec,
     options: BatchingOptions,
     *,
     runtime: Runtime,
     precision: Precision,
-    torch_parameters: dict[str, str] | None = None,
-    profile: dict[str, tuple[int, ...]] | None = None,
+    gpu: bool,
+    profile: dict[str, dict[str, tuple[int, ...]]] | None = None,
 ) -> pb.ModelConfig:
-    """The encoder step for RUNTIME; its tensor names are the exported graph's.
+    """The encoder step for RUNTIME; its tensor names are the exported graph's. The Python-backend
+    runtimes read everything else from `encoder.json` beside the model (`EncoderSettings`).
 
-    TORCH_PARAMETERS (runtime torch only) tell the Python model its family, modality and device.
-    PROFILE (runtime onnxruntime, fp16) is the TensorRT optimization profile: min/opt/max input shapes,
-    batch axis included (`tensorrt_engine.optimization_profile`)."""
-    if runtime is Runtime.TORCH:
-        parameters = dict(torch_parameters or {})
-        gpu = parameters.get("device") == "cuda"
-        parameters.update(precision=precision.value, output_name=output_spec.name, **(GPU_INPUTS if gpu else {}))
+    GPU (runtime torch): instances on each GPU, taking GPU tensors in place. PROFILE (runtime onnxruntime,
+    fp16) is the TensorRT optimization profile: per input, min/opt/max shapes, batch axis included
+    (`tensorrt_engine.optimization_profile`)."""
+    if runtime in (Runtime.TORCH, Runtime.ONNXRUNTIME_CPU):
         return python_model_config(
             name,
-            [input_spec],
-            [output_spec],
+            inputs,
+            [output],
             options,
             instances=options.encoder_instances,
-            parameters=parameters,
+            parameters=GPU_INPUTS if gpu else None,
             gpu=gpu,
         )
-    if runtime is Runtime.ONNXRUNTIME_CPU:
-        return python_model_config(
-            name,
-            [input_spec],
-            [output_spec],
-            options,
-            instances=options.encoder_instances,
-            parameters={"input_name": input_spec.name, "output_name": output_spec.name},
-        )
     config = _base(name, options)
-    _add_io(config, [input_spec], [output_spec])
+    _add_io(config, inputs, [output])
     config.instance_group.add(kind=pb.ModelInstanceGroup.KIND_GPU, count=options.encoder_instances)
     if runtime is Runtime.TENSORRT:
         config.platform = "tensorrt_plan"
@@ -207,7 +150,9 @@ def encoder_config(
                 "trt_engine_cache_enable": "1",
                 "trt_layer_norm_fp32_fallback": "1",
                 **{
-                    f"trt_profile_{key}_shapes": f"{input_spec.name}:{'x'.join(map(str, profile[key]))}"
+                    f"trt_profile_{key}_shapes": ",".join(
+                        f"{input_name}:{'x'.join(map(str, shapes[key]))}" for input_name, shapes in profile.items()
+                    )
                     for key in ("min", "opt", "max")
                 },
             }
@@ -215,28 +160,33 @@ def encoder_config(
     return config
 
 
+@dataclass(frozen=True, kw_only=True)
+class EnsembleStep:
+    """One model in an ensemble: which ensemble tensors feed its inputs and what its outputs are called."""
+
+    model: str
+    input_map: dict[str, str]  # the model's input name -> ensemble tensor
+    output_map: dict[str, str]  # the model's output name -> ensemble tensor
+
+
 def ensemble_config(
     name: str,
-    input_spec: TensorSpec,
-    steps: list[tuple[str, str, str]],
-    output_spec: TensorSpec,
+    inputs: list[TensorSpec],
+    steps: list[EnsembleStep],
+    output: TensorSpec,
     options: BatchingOptions,
     *,
     metadata: dict[str, str],
 ) -> pb.ModelConfig:
-    """A linear ensemble. STEPS are (model, its input name, its output name), each feeding the next."""
+    """An ensemble of STEPS, wired by tensor name; its `mmembed.*` parameters describe it to clients."""
     config = pb.ModelConfig(name=name, platform="ensemble", max_batch_size=options.max_batch_size)
-    _add_io(config, [input_spec], [output_spec])
+    _add_io(config, inputs, [output])
     for key, value in metadata.items():
         config.parameters[PARAM_PREFIX + key].string_value = value
-    carried = input_spec.name
-    for index, (model, step_input, step_output) in enumerate(steps):
-        last = index == len(steps) - 1
-        produced = output_spec.name if last else f"_{model}_{step_output}"
-        step = config.ensemble_scheduling.step.add(model_name=model, model_version=-1)
-        step.input_map[step_input] = carried
-        step.output_map[step_output] = produced
-        carried = produced
+    for step in steps:
+        added = config.ensemble_scheduling.step.add(model_name=step.model, model_version=-1)
+        added.input_map.update(step.input_map)
+        added.output_map.update(step.output_map)
     return config
 
 

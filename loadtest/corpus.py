@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mmembed.sample_images import caption_corpus, photo_corpus
+from mmembed.core.sample_images import caption_corpus, photo_corpus
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 

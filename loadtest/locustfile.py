@@ -23,6 +23,7 @@ grpc_gevent.init_gevent()  # gRPC must yield to gevent, or one user blocks every
 
 from locust import User, constant, events, task  # noqa: E402
 from locust.runners import MasterRunner, WorkerRunner  # noqa: E402
+
 from mmembed.client import ClientOptions, EmbeddingClient, EmbeddingError  # noqa: E402
 from mmembed.loadtest import MIXES  # noqa: E402
 from mmembed.loadtest.corpus import load_images, load_texts  # noqa: E402

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmembed.triton_metrics import ModelTimes
+from mmembed.loadtest.triton_metrics import ModelTimes
 
 SUMMARY_JSON, SUMMARY_MD, CHART_PNG, RESULTS_JSON = "summary.json", "summary.md", "chart.png", "locust_results.json"
 KINDS = ("images", "texts")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mmembed.client import ClientOptions, EmbeddingClient, ServerUnavailableError
+from mmembed.core.sample_images import photo_corpus
 from mmembed.loadtest import LOCUSTFILE, MIXES
 from mmembed.loadtest.cost import CostError, cost_report, load_prices
 from mmembed.loadtest.report import (
@@ -26,10 +27,8 @@ from mmembed.loadtest.report import (
     write_chart,
     write_summary,
 )
-
-from mmembed.sample_images import photo_corpus
-from mmembed.serve import free_port
-from mmembed.triton_metrics import MetricsSampler
+from mmembed.loadtest.triton_metrics import MetricsSampler
+from mmembed.serving.server import free_port
 
 CSV_PREFIX = "locust"
 

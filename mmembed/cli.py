@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from mmembed.serve import TritonServer
+    from mmembed.serving.server import TritonServer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,9 +38,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from mmembed.export import Precision, Runtime
+    from mmembed.core.preprocessing import InputLimits
+    from mmembed.core.types import Precision, Runtime
+    from mmembed.export import BatchingOptions, ExportRequest
     from mmembed.families import FAMILIES
-    from mmembed.preprocessing import InputLimits
+    from mmembed.serving.server import ServerSettings
 
     parser = argparse.ArgumentParser(prog="mmembed", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -59,31 +61,40 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--revision", default=None, help="with a hub model id: branch, tag or commit")
     export.add_argument("--repository", type=Path, required=True, help="model repository folder to write into")
     export.add_argument("--name", default=None, help="served model name (default: the family name)")
-    export.add_argument("--runtime", default="onnxruntime-cpu", choices=[r.value for r in Runtime])
-    export.add_argument("--precision", default="fp32", choices=[p.value for p in Precision])
-    export.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="runtime torch: where it runs")
+    export.add_argument("--runtime", default=ExportRequest.runtime.value, choices=[r.value for r in Runtime])
+    export.add_argument("--precision", default=ExportRequest.precision.value, choices=[p.value for p in Precision])
+    export.add_argument(
+        "--device", default=ExportRequest.device, choices=["cuda", "cpu"], help="runtime torch: where it runs"
+    )
     export.add_argument("--fast-jpeg", action="store_true", help="decode large JPEGs at reduced scale (faster)")
     export.add_argument("--compile", action="store_true", help="runtime torch: torch.compile the towers at load")
     export.add_argument(
         "--image-preprocess",
-        default="pillow",
+        default=ExportRequest.image_preprocess,
         choices=["pillow", "torch"],
         help="runtime torch: 'torch' decodes JPEGs with nvJPEG and resizes on the encoder's device",
     )
     export.add_argument(
         "--image-decode",
-        default="reference",
+        default=ExportRequest.image_decode,
         choices=["reference", "display"],
         help="'display' decodes as a viewer shows files (EXIF, transparency on white, 16-bit scaled), not as "
         "the model's reference pipeline does",
     )
-    export.add_argument("--max-batch-size", type=int, default=64, help="images per encoder batch")
-    export.add_argument("--text-max-batch-size", type=int, default=256, help="texts per encoder batch")
-    export.add_argument("--max-queue-delay-us", type=int, default=2000)
-    export.add_argument("--preprocess-instances", type=int, default=2)
-    export.add_argument("--encoder-instances", type=int, default=1)
-    export.add_argument("--max-queue-size", type=int, default=256, help="queued requests per model, then reject")
-    export.add_argument("--queue-timeout", type=float, default=30.0, help="seconds a request may wait queued")
+    batching = BatchingOptions
+    export.add_argument("--max-batch-size", type=int, default=batching.max_batch_size, help="per image encoder batch")
+    export.add_argument(
+        "--text-max-batch-size", type=int, default=batching.text_max_batch_size, help="per text-only encoder batch"
+    )
+    export.add_argument("--max-queue-delay-us", type=int, default=batching.max_queue_delay_us)
+    export.add_argument("--preprocess-instances", type=int, default=batching.preprocess_instances)
+    export.add_argument("--encoder-instances", type=int, default=batching.encoder_instances)
+    export.add_argument(
+        "--max-queue-size", type=int, default=batching.max_queue_size, help="queued requests per model, then reject"
+    )
+    export.add_argument(
+        "--queue-timeout", type=float, default=batching.queue_timeout_s, help="seconds a request may wait queued"
+    )
     export.add_argument("--max-image-bytes", type=int, default=InputLimits.max_image_bytes)
     export.add_argument("--max-image-pixels", type=int, default=InputLimits.max_image_pixels)
     export.add_argument("--max-text-bytes", type=int, default=InputLimits.max_text_bytes)
@@ -91,14 +102,19 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run tritonserver on a model repository until Ctrl-C")
     serve.add_argument("--repository", type=Path, required=True)
-    serve.add_argument("--grpc-port", type=int, default=8001)
-    serve.add_argument("--http-port", type=int, default=8000)
-    serve.add_argument("--metrics-port", type=int, default=8002)
+    serve.add_argument("--grpc-port", type=int, default=ServerSettings.grpc_port)
+    serve.add_argument("--http-port", type=int, default=ServerSettings.http_port)
+    serve.add_argument("--metrics-port", type=int, default=ServerSettings.metrics_port)
     serve.add_argument("--log-file", type=Path, default=None, help="tritonserver's log (default: a temp file)")
     serve.add_argument("--stub-python", type=Path, default=None, help="Python the models run in (default: this)")
-    serve.add_argument("--wedge-timeout", type=float, default=120.0, help="seconds a probe may go unanswered")
     serve.add_argument(
-        "--cuda-memory-pool-mb", type=int, default=2048, help="per GPU, for tensors passed between models"
+        "--wedge-timeout", type=float, default=ServerSettings.wedge_timeout_s, help="seconds a probe may go unanswered"
+    )
+    serve.add_argument(
+        "--cuda-memory-pool-mb",
+        type=int,
+        default=ServerSettings.cuda_memory_pool_mb,
+        help="per GPU, for tensors passed between models",
     )
     serve.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain: gRPC over TLS")
     serve.add_argument("--tls-key", type=Path, default=None, help="PEM private key for --tls-cert")
@@ -187,16 +203,17 @@ def _checkpoint(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from mmembed.export import BatchingOptions, ExportRequest, Precision, Runtime, export_model
+    from mmembed.core.preprocessing import InputLimits
+    from mmembed.core.types import Precision, Runtime
+    from mmembed.export import BatchingOptions, ExportRequest, export_model
     from mmembed.families import get_family
     from mmembed.families.hub import resolve_checkpoint
-    from mmembed.preprocessing import InputLimits
 
     request = ExportRequest(
         family=get_family(args.family),
         checkpoint=resolve_checkpoint(args.checkpoint, args.revision),
         repository=args.repository,
-        name=args.name or args.family,
+        name=args.name or "",
         runtime=Runtime(args.runtime),
         precision=Precision(args.precision),
         batching=BatchingOptions(
@@ -224,7 +241,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from mmembed.serve import ServerSettings, TritonServer
+    from mmembed.serving.server import ServerSettings, TritonServer
 
     settings = ServerSettings(
         repository=args.repository,

@@ -1,6 +1,6 @@
 """Sources of the Python-backend models; export copies each one to `REPO/<model>/1/model.py`.
 
-They are thin glue: the logic lives in `mmembed.preprocessing` and `mmembed.triton_glue`, importable and
+They are thin glue: the logic lives in `mmembed.core.preprocessing` and `mmembed.runtime.glue`, importable and
 tested without a server.
 """
 

@@ -1,7 +1,7 @@
 """Triton Python model: encoded image bytes -> pixel_values, one request's failure never another's.
 
 By default Pillow decodes and resizes on this CPU instance. Exported with `--image-preprocess torch`, the
-model's `device` parameter moves that work to the encoder's device (`mmembed.device_preprocessing`:
+model's `device` parameter moves that work to the encoder's device (`mmembed.runtime.device_preprocessing`:
 nvJPEG on a GPU) and hands the pixels on in place (DLPack).
 """
 
@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from mmembed.contract import IMAGE_INPUT, PIXEL_VALUES
-from mmembed.preprocessing import SETTINGS_FILE, ImageSettings, image_pixels
-from mmembed.triton_glue import input_array, instance_device, map_items, respond, tensor_output, version_folder
+from mmembed.core.names import IMAGE_INPUT, PIXEL_VALUES
+from mmembed.core.preprocessing import SETTINGS_FILE, ImageSettings, image_pixels
+from mmembed.runtime.glue import input_array, instance_device, map_items, respond, tensor_output, version_folder
 
 
 class TritonPythonModel:
@@ -25,7 +25,7 @@ class TritonPythonModel:
         device = parameters.get("device", {}).get("string_value")
         self.on_device = None
         if device:
-            from mmembed.device_preprocessing import DevicePreprocessor
+            from mmembed.runtime.device_preprocessing import DevicePreprocessor
 
             device = instance_device(args, device)
             self.on_device = DevicePreprocessor(self.settings, device)

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from mmembed.contract import EMBEDDING_OUTPUT, RAW_EMBEDDING
-from mmembed.triton_glue import respond
+from mmembed.core.names import EMBEDDING_OUTPUT, RAW_EMBEDDING
+from mmembed.runtime.glue import respond
 
 
 def l2_normalize(embeddings: np.ndarray) -> np.ndarray:

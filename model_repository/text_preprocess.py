@@ -1,15 +1,15 @@
-"""Triton Python model: UTF-8 text -> input_ids, with the checkpoint's tokenizer and padding."""
+"""Triton Python model: UTF-8 text -> input_ids (and attention_mask, where the encoder takes one), with the
+checkpoint's tokenizer and padding."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from mmembed.contract import INPUT_IDS, TEXT_INPUT
-from mmembed.preprocessing import SETTINGS_FILE, TextSettings, TextTokenizer, decode_text
-from mmembed.triton_glue import input_array, map_items, respond, version_folder
+from mmembed.core.names import TEXT_INPUT
+from mmembed.core.preprocessing import SETTINGS_FILE, TextSettings, TextTokenizer, decode_text
+from mmembed.runtime.glue import input_array, map_items, respond, version_folder
 
 
 class TritonPythonModel:
@@ -24,5 +24,4 @@ class TritonPythonModel:
     def _preprocess(self, request: Any) -> list[Any]:
         limit = self.settings.max_text_bytes
         texts = map_items(input_array(request, TEXT_INPUT), lambda data: decode_text(data, limit))
-        ids: np.ndarray = self.tokenize(texts)
-        return [pb_utils.Tensor(INPUT_IDS, ids)]
+        return [pb_utils.Tensor(name, array) for name, array in self.tokenize.encode(texts).items()]

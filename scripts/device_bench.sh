@@ -38,7 +38,7 @@ export PYTHONPATH=$CLIENT_SITE
 cd /tmp  # not the repository root: there `import mmembed` would find the unmapped source folder
 python3 -c "import numpy, torch, transformers, mmembed; print('bench env: numpy', numpy.__version__, 'torch', \
 torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available())" || exit 1
-env -u PYTHONPATH /tmp/stubenv/bin/python3 -c "import numpy, PIL, tokenizers, mmembed.torch_encoder; \
+env -u PYTHONPATH /tmp/stubenv/bin/python3 -c "import numpy, PIL, tokenizers, mmembed.runtime.torch_encoder; \
 import transformers.models.siglip.modeling_siglip; print('stub env: numpy', numpy.__version__, 'ok')" 2>&1 | tail -4
 # BENCH_PRECISIONS=bf16 measures one precision. JinaCLIP-v2 instead: BENCH_FAMILY=jinaclip2 BENCH_SIZE=full
 # (the smoke parity and the transformers baseline are SigLIP-2 only and are skipped for it).

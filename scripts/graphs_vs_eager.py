@@ -10,16 +10,18 @@ does) and prints a table. Graphs are captured here whatever they cost, so both c
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 import torch
-from mmembed.bench.encoder import encoder_rate
-from mmembed.bench.run import BenchConfig, _export_request, _repository, _spec
-from mmembed.export import export_model
 
-from mmembed.contract import TOWER_FOLDER
+from mmembed.bench.encoder import device_inputs, encoder_rate
+from mmembed.bench.run import BenchConfig, export_request, repository_folder
+from mmembed.core.encoder_settings import EncoderSettings
+from mmembed.core.names import TOWER_FOLDER
+from mmembed.export import export_model
 from mmembed.families import get_family
-from mmembed.torch_encoder import EncoderOptions, _capture_graphs, build_encoder
+from mmembed.runtime.torch_encoder import build_encoder, capture_graphs
 
 
 def main() -> None:
@@ -34,25 +36,24 @@ def main() -> None:
     if not (checkpoint / "config.json").is_file():
         family.make_checkpoint(args.size, checkpoint)
     config = BenchConfig(size=args.size, device=args.device, work_dir=args.work_dir, precisions=("bf16",))
-    repository = _repository(config, "bf16")
+    repository = repository_folder(config, "bf16")
     if not repository.is_dir():
-        export_model(_export_request(config, checkpoint, repository, "bf16"), log=lambda line: None)
+        export_model(export_request(config, checkpoint, repository, "bf16"), log=lambda line: None)
     print("| tower | batch | eager items/s | CUDA graphs items/s |")
     print("| --- | ---: | ---: | ---: |")
-    for modality, batch in (("text", 64), ("text", 256), ("image", 16), ("image", 64)):
-        model = f"siglip2_bf16_{'vision' if modality == 'image' else 'text'}_encoder"
-        tower = family.load_tower(repository / model / "1" / TOWER_FOLDER, modality)  # type: ignore[arg-type]
-        options = EncoderOptions(precision="bf16", device=args.device, max_batch_size=batch, cuda_graphs=False)
-        encoder = build_encoder(
-            tower, _spec(repository / model / "config.pbtxt", modality), options, name=model, fp8_scope=family.fp8_scope
-        )
+    for tower, batch in (("text", 64), ("text", 256), ("vision", 16), ("vision", 64)):
+        version = repository / f"siglip2_bf16_{tower}_encoder" / "1"
+        settings = EncoderSettings.load(version)
+        settings = replace(settings, device=args.device, max_batch_size=batch, cuda_graphs=False)
+        module = family.load_encoder(tower, version / TOWER_FOLDER)
+        encoder = build_encoder(module, settings, name=version.parent.name)
         eager = encoder_rate(encoder, batch, seconds=args.seconds).items_per_s
         replay = float("nan")
         if args.device == "cuda":
-            _capture_graphs(encoder, encoder.spec.random_input(8, seed=0).to(args.device))
+            capture_graphs(encoder, device_inputs(encoder, 8, seed=0))
             replay = encoder_rate(encoder, batch, seconds=args.seconds).items_per_s
-        print(f"| {modality} | {batch} | {eager:.0f} | {replay:.0f} |", flush=True)
-        del encoder, tower
+        print(f"| {tower} | {batch} | {eager:.0f} | {replay:.0f} |", flush=True)
+        del encoder, module
         if args.device == "cuda":
             torch.cuda.empty_cache()
 

@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from mmembed.client import EmbeddingClient
-from mmembed.export import BatchingOptions, ExportRequest, Precision, Runtime, export_model
 from PIL import Image
 from transformers import AutoProcessor, SiglipModel
 
+from mmembed.client import EmbeddingClient
+from mmembed.core.types import Precision, Runtime
+from mmembed.export import BatchingOptions, ExportRequest, export_model
 from mmembed.families import get_family
-from mmembed.serve import ServerSettings, TritonServer
+from mmembed.serving.server import ServerSettings, TritonServer
 
 MODEL = "siglip2"  # onnxruntime-cpu, fp32: the CI reference path
 TORCH_MODEL = "siglip2_torch_bf16"  # runtime torch on the CPU, bf16, image preprocessing in torch

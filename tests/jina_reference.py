@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from mmembed.families.jinaclip2_layout import read_state_dict, text_settings_of
+from mmembed.families.jinaclip2.layout import read_state_dict, text_settings_of
 
 VISION = "vision_model."
 TEXT = "text_model.transformer.roberta."

@@ -1,14 +1,17 @@
-"""The model-family registry: adding a family means adding one module and one line here."""
+"""The model-family registry, for the CLI's family names: a family is one package plus one line here.
+
+Export, serving and the client take any `ModelFamily` and never look a family up by name.
+"""
 
 from __future__ import annotations
 
-from mmembed.families.base import CheckpointError, ModelFamily, Towers
+from mmembed.core.contract import CheckpointError, ModelFamily
 from mmembed.families.jinaclip2 import FAMILY as JINACLIP2
 from mmembed.families.siglip2 import FAMILY as SIGLIP2
 
 FAMILIES: dict[str, ModelFamily] = {SIGLIP2.name: SIGLIP2, JINACLIP2.name: JINACLIP2}
 
-__all__ = ["FAMILIES", "CheckpointError", "ModelFamily", "Towers", "get_family"]
+__all__ = ["FAMILIES", "get_family"]
 
 
 def get_family(name: str) -> ModelFamily:

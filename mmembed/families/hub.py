@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from mmembed.families.base import CheckpointError
+from mmembed.core.contract import CheckpointError
 
 # Configs, weights and tokenizers; not the ONNX exports, pictures and code some model repositories carry.
 CHECKPOINT_FILES = ["*.json", "*.safetensors", "pytorch_model*.bin", "tokenizer.model", "*.txt"]

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from conftest import JINA_MODEL, JINA_TORCH_MODEL, MODEL, TORCH_MODEL
 from image_files import encode, photo
+
 from mmembed.client import (
     AsyncEmbeddingClient,
     EmbeddingClient,
@@ -17,8 +18,7 @@ from mmembed.client import (
     ModelNotFoundError,
     PartialEmbeddings,
 )
-
-from mmembed.serve import TritonServer
+from mmembed.serving.server import TritonServer
 
 BAD_IMAGES = {
     "truncated-jpeg": (encode(photo(), "JPEG")[:400], "truncated"),

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from conftest import JINA_MODEL, MODEL
 from image_files import encode, photo
-from mmembed.client import EmbeddingClient
 
-from mmembed.preprocessing import DISPLAY_DECODE, SETTINGS_FILE, ImageSettings
-from mmembed.serve import ServeError, ServerSettings, TritonServer
+from mmembed.client import EmbeddingClient
+from mmembed.core.preprocessing import DISPLAY_DECODE, SETTINGS_FILE, ImageSettings
+from mmembed.serving.server import ServeError, ServerSettings, TritonServer
 
 
 def mmembed(
@@ -72,7 +72,7 @@ def test_export_takes_a_hub_model_id_from_the_cache_offline(checkpoint: Path, tm
     export = ("export", "siglip2", "--checkpoint", "acme/siglip2-tiny", "--repository", str(repository))
     result = mmembed(*export, "--revision", snapshot.name, "--name", "hub", "--image-decode", "display", env=env)
     assert result.returncode == 0, result.stderr
-    report = json.loads((repository / "hub_image" / "export_report.json").read_text())
+    report = json.loads((repository / "hub_l2_normalize" / "export_report.json").read_text())
     assert report["checkpoint"] == str(snapshot.resolve())
     settings = ImageSettings.from_json((repository / "hub_image_preprocess" / "1" / SETTINGS_FILE).read_text())
     assert settings.decode == DISPLAY_DECODE

@@ -11,15 +11,16 @@ import pytest
 import torch
 import tritonclient.grpc as grpcclient
 from conftest import JINA_MODEL, JINA_TORCH_MODEL
+from family_settings import image_settings, text_settings
 from image_files import encode, photo
 from jina_reference import JinaReference
-from mmembed.client import EmbeddingClient, InvalidInputError
 from tritonclient.utils import InferenceServerException
 
+from mmembed.client import EmbeddingClient, InvalidInputError
+from mmembed.core.numeric_gate import row_cosines
+from mmembed.core.preprocessing import TextTokenizer, decode_image, preprocess_image
 from mmembed.families import get_family
-from mmembed.numeric_gate import row_cosines
-from mmembed.preprocessing import TextTokenizer, decode_image, preprocess_image
-from mmembed.serve import TritonServer
+from mmembed.serving.server import TritonServer
 
 FAMILY = get_family("jinaclip2")
 MULTILINGUAL = [
@@ -48,7 +49,7 @@ def _reference_texts(checkpoint: Path, reference: JinaReference, texts: list[str
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-    limit = FAMILY.text_settings(checkpoint).max_length
+    limit = text_settings(FAMILY, checkpoint).max_length
     ids = tokenizer([prefix + t for t in texts], padding=True, truncation=True, max_length=limit, return_tensors="pt")
     with torch.no_grad():
         return _normalised(reference.text(ids["input_ids"]))
@@ -57,7 +58,7 @@ def _reference_texts(checkpoint: Path, reference: JinaReference, texts: list[str
 def test_served_images_match_the_reference(
     client: EmbeddingClient, jina_checkpoint: Path, reference: JinaReference
 ) -> None:
-    settings = FAMILY.image_settings(jina_checkpoint)
+    settings = image_settings(FAMILY, jina_checkpoint)
     jpegs = [encode(photo(200 + 40 * s, 150 + 30 * s, seed=s), "JPEG", quality=90) for s in range(5)]
     pixels = np.stack([preprocess_image(decode_image(data, settings), settings) for data in jpegs])
     served = client.embed_images(JINA_MODEL, jpegs)
@@ -83,7 +84,7 @@ def test_long_text_is_truncated_as_the_model_expects(
     long_text = " ".join(["un chat rouge dans la ville la nuit"] * 40)
     served = client.embed_texts(JINA_MODEL, [long_text])
     np.testing.assert_allclose(served, _reference_texts(jina_checkpoint, reference, [long_text]), atol=1e-4)
-    tokenizer = TextTokenizer(FAMILY.text_settings(jina_checkpoint), jina_checkpoint)
+    tokenizer = TextTokenizer(text_settings(FAMILY, jina_checkpoint), jina_checkpoint)
     assert (tokenizer([long_text]) != 1).all()  # it did fill the whole window
 
 
@@ -104,7 +105,7 @@ def test_queries_get_the_instruction_documents_do_not(
     client: EmbeddingClient, jina_checkpoint: Path, reference: JinaReference
 ) -> None:
     texts = ["where is the red car", "红色的汽车在哪里"]
-    instruction = FAMILY.query_instruction(jina_checkpoint)
+    instruction = text_settings(FAMILY, jina_checkpoint, "query").prefix
     assert instruction
     queries = client.embed_texts(JINA_MODEL, texts, query=True)
     documents = client.embed_texts(JINA_MODEL, texts)
@@ -137,13 +138,13 @@ def test_torch_runtime_bf16_matches_the_reference(
     client: EmbeddingClient, jina_checkpoint: Path, reference: JinaReference
 ) -> None:
     """The same towers served by the torch runtime in bf16 (CPU here): within the bf16 gate."""
-    settings = FAMILY.image_settings(jina_checkpoint)
+    settings = image_settings(FAMILY, jina_checkpoint)
     images = [photo(180, 140, seed=s) for s in range(3)]
     pixels = np.stack([preprocess_image(image, settings) for image in images])
     with torch.no_grad():
         expected = _normalised(reference.image(torch.from_numpy(pixels)))
     assert row_cosines(client.embed_images(JINA_TORCH_MODEL, images), expected).min() >= 0.999
-    instruction = FAMILY.query_instruction(jina_checkpoint)
+    instruction = text_settings(FAMILY, jina_checkpoint, "query").prefix
     queries = client.embed_texts(JINA_TORCH_MODEL, MULTILINGUAL, query=True)
     expected_queries = _reference_texts(jina_checkpoint, reference, MULTILINGUAL, instruction or "")
     assert row_cosines(queries, expected_queries).min() >= 0.999

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 from conftest import MODEL
+
 from mmembed.client import ModelNotFoundError
 from mmembed.loadtest.report import CHART_PNG, SUMMARY_JSON, SUMMARY_MD, KindStats, measurement_notes
 from mmembed.loadtest.run import LoadTestError, LoadTestPlan, parse_duration, run_loadtest
-
-from mmembed.serve import TritonServer
+from mmembed.serving.server import TritonServer
 
 
 def test_short_run_writes_a_report_with_no_failures(server: TritonServer, tmp_path: Path) -> None:

@@ -19,13 +19,13 @@ import torch
 from conftest import JINA_MODEL, JINA_TORCH_MODEL, MODEL, TORCH_MODEL
 from image_files import BROKEN_VARIANTS, UNDECODABLE, format_corpus, odd_files
 from jina_reference import JinaReference, official_image_pixels
-from mmembed.client import ClientOptions, EmbeddingClient
 from transformers import AutoProcessor, SiglipModel
 from transformers.image_utils import load_image
 
-from mmembed.numeric_gate import MIN_COSINE, row_cosines
-from mmembed.preprocessing import SETTINGS_FILE, ImageSettings, InvalidInputError, image_pixels
-from mmembed.serve import TritonServer
+from mmembed.client import ClientOptions, EmbeddingClient
+from mmembed.core.numeric_gate import MIN_COSINE, row_cosines
+from mmembed.core.preprocessing import SETTINGS_FILE, ImageSettings, InvalidInputError, image_pixels
+from mmembed.serving.server import TritonServer
 
 CORPUS = format_corpus()
 NAMES = sorted(CORPUS)

@@ -16,20 +16,20 @@ import pytest
 import tritonclient.grpc as grpcclient
 from conftest import MODEL
 from image_files import encode, photo
+from PIL import Image
+from tritonclient.utils import InferenceServerException
+
 from mmembed.client import (
     ClientOptions,
     EmbeddingClient,
     InvalidInputError,
     ServerOverloadedError,
 )
+from mmembed.core.sample_images import synthetic_jpeg
 from mmembed.export import BatchingOptions, ExportRequest, export_model
-from PIL import Image
-from tritonclient.utils import InferenceServerException
-
 from mmembed.families import get_family
-from mmembed.processes import group_members, wait_for_group_exit
-from mmembed.sample_images import synthetic_jpeg
-from mmembed.serve import ServerSettings, TritonServer
+from mmembed.serving.processes import group_members, wait_for_group_exit
+from mmembed.serving.server import ServerSettings, TritonServer
 
 
 def png_declaring(width: int, height: int) -> bytes:
@@ -254,7 +254,7 @@ def test_a_killed_parent_takes_its_server_along(checkpoint: Path, tmp_path: Path
         log=lambda line: None,
     )
     script = (
-        "import sys, time; from pathlib import Path; from mmembed.serve import ServerSettings, TritonServer; "
+        "import sys, time; from pathlib import Path; from mmembed.serving.server import ServerSettings, TritonServer; "
         "server = TritonServer(ServerSettings.on_free_ports(Path(sys.argv[1]))); server.start(); "
         "print(server._process.pid, flush=True); time.sleep(600)"
     )

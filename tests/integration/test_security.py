@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import tritonclient.grpc as grpcclient
 from conftest import MODEL
-from mmembed.client import AccessDeniedError, ClientOptions, EmbeddingClient, ServerUnavailableError
-from mmembed.export import ExportRequest, export_model
 from tritonclient.utils import InferenceServerException
 
+from mmembed.client import AccessDeniedError, ClientOptions, EmbeddingClient, ServerUnavailableError
+from mmembed.export import ExportRequest, export_model
 from mmembed.families import get_family
-from mmembed.serve import ServerSettings, TritonServer
+from mmembed.serving.server import ServerSettings, TritonServer
 
 KEY = "correct-horse-battery-staple"
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from conftest import JINA_MODEL, JINA_TORCH_MODEL, MODEL, TORCH_MODEL, reference_images, reference_texts
 from image_files import encode, photo
-from mmembed.client import AsyncEmbeddingClient, EmbeddingClient
 from transformers import SiglipModel
 
-from mmembed.numeric_gate import MIN_COSINE, row_cosines
-from mmembed.serve import TritonServer
+from mmembed.client import AsyncEmbeddingClient, EmbeddingClient
+from mmembed.core.numeric_gate import MIN_COSINE, row_cosines
+from mmembed.serving.server import TritonServer
 
 MIN_COSINE_FP32 = 0.9999
 # Every served model of the test repository, with the parity its precision promises (numeric_gate.MIN_COSINE).

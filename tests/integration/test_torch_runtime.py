@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from conftest import TORCH_MODEL, overflowing_checkpoint
-from mmembed.client import EmbeddingClient
-from mmembed.export import ExportRequest, Runtime, export_model
-from mmembed.export.triton_config import parse_pbtxt, to_pbtxt
 
+from mmembed.client import EmbeddingClient
+from mmembed.core.encoder_settings import EncoderSettings
+from mmembed.core.types import Precision, Runtime
+from mmembed.export import ExportRequest, export_model
 from mmembed.families import get_family
-from mmembed.serve import ServeError, ServerSettings, TritonServer
+from mmembed.serving.server import ServeError, ServerSettings, TritonServer
 
 
 def test_torch_model_describes_its_runtime_and_precision(client: EmbeddingClient) -> None:
@@ -33,10 +35,8 @@ def test_a_model_that_fails_the_gate_at_load_is_not_served(checkpoint: Path, tmp
         device="cpu",
     )
     export_model(request, log=lambda line: None)
-    config_path = repository / "overflow_vision_encoder" / "config.pbtxt"
-    config = parse_pbtxt(config_path.read_text())
-    config.parameters["precision"].string_value = "fp16"
-    config_path.write_text(to_pbtxt(config))
+    version = repository / "overflow_vision_encoder" / "1"
+    replace(EncoderSettings.load(version), precision=Precision.FP16).save(version)
     settings = ServerSettings.on_free_ports(repository)
     with pytest.raises(ServeError, match=r"overflow_vision_encoder(.|\n)*fp16: \d+ of \d+ outputs hold NaN or Inf"):
         TritonServer(settings).start()

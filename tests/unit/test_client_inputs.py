@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from image_files import encode, photo
+
 from mmembed.client import ClientOptions, InvalidInputError
 from mmembed.client._errors import (
     ModelNotFoundError,

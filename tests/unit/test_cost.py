@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from mmembed.loadtest.cost import CostError, PairShape, api_usd_per_pair, cost_report, load_prices
 
 

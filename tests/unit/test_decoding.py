@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from family_settings import image_settings
 from image_files import (
     BROKEN_VARIANTS,
     PHOTO_SIZE,
@@ -25,8 +26,7 @@ from PIL import Image
 from transformers import AutoProcessor
 from transformers.image_utils import load_image
 
-from mmembed.families import get_family
-from mmembed.preprocessing import (
+from mmembed.core.preprocessing import (
     DISPLAY_DECODE,
     PILLOW_CONVERT_DECODE,
     TRANSFORMERS_DECODE,
@@ -36,6 +36,7 @@ from mmembed.preprocessing import (
     decode_image,
     image_pixels,
 )
+from mmembed.families import get_family
 
 CORPUS = format_corpus()
 ODD = odd_files()
@@ -130,7 +131,7 @@ def _siglip_reference_pixels(processor: object, data: bytes, tmp_path: Path) -> 
 
 @pytest.mark.parametrize("name", sorted(ODD))
 def test_siglip2_decodes_as_transformers_load_image(checkpoint: Path, name: str, tmp_path: Path) -> None:
-    settings = get_family("siglip2").image_settings(checkpoint)
+    settings = image_settings(get_family("siglip2"), checkpoint)
     assert settings.decode == TRANSFORMERS_DECODE
     expected = _siglip_reference_pixels(AutoProcessor.from_pretrained(checkpoint), ODD[name], tmp_path)
     np.testing.assert_allclose(image_pixels(ODD[name], settings), expected, atol=1e-5)
@@ -138,7 +139,7 @@ def test_siglip2_decodes_as_transformers_load_image(checkpoint: Path, name: str,
 
 @pytest.mark.parametrize("name", sorted(ODD))
 def test_jinaclip2_decodes_as_its_official_encode_image(jina_checkpoint: Path, name: str) -> None:
-    settings = get_family("jinaclip2").image_settings(jina_checkpoint)
+    settings = image_settings(get_family("jinaclip2"), jina_checkpoint)
     assert settings.decode == PILLOW_CONVERT_DECODE
     expected = official_image_pixels(ODD[name], jina_checkpoint)
     np.testing.assert_allclose(image_pixels(ODD[name], settings), expected, atol=1e-5)
@@ -148,7 +149,7 @@ def test_jinaclip2_decodes_as_its_official_encode_image(jina_checkpoint: Path, n
 def test_the_families_differ_where_their_references_do(checkpoint: Path, jina_checkpoint: Path, name: str) -> None:
     """The display policy differs from both references on these files: the parity tests above see it."""
     for family, folder in (("siglip2", checkpoint), ("jinaclip2", jina_checkpoint)):
-        reference = get_family(family).image_settings(folder)
+        reference = image_settings(get_family(family), folder)
         display = ImageSettings(**{**reference.__dict__, "decode": DISPLAY_DECODE})
         difference = np.abs(image_pixels(ODD[name], reference) - image_pixels(ODD[name], display)).max()
         if family == "siglip2" and name == "exif-rotated-jpeg":

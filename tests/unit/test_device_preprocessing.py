@@ -10,20 +10,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from family_settings import image_settings
 from PIL import Image
 
-from mmembed.device_preprocessing import DevicePreprocessor, nvjpeg_can_decode, upright
+from mmembed.core.numeric_gate import row_cosines
+from mmembed.core.preprocessing import ImageSettings, InvalidInputError, decode_image, preprocess_image
+from mmembed.core.sample_images import synthetic_jpeg
 from mmembed.families import get_family
-from mmembed.numeric_gate import row_cosines
-from mmembed.preprocessing import ImageSettings, InvalidInputError, decode_image, preprocess_image
-from mmembed.sample_images import synthetic_jpeg
+from mmembed.runtime.device_preprocessing import DevicePreprocessor, nvjpeg_can_decode, upright
 
 SIZES = [(640, 480), (2048, 1536), (480, 640), (300, 200), (1600, 300), (100, 100)]
 
 
 def _settings(request: pytest.FixtureRequest, family: str, side: int) -> ImageSettings:
     checkpoint = Path(request.getfixturevalue("checkpoint" if family == "siglip2" else "jina_checkpoint"))
-    settings = get_family(family).image_settings(checkpoint)
+    settings = image_settings(get_family(family), checkpoint)
     edge = None if settings.shortest_edge is None else side
     return replace(settings, height=side, width=side, shortest_edge=edge)  # the real models' 512 too
 

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
-from mmembed.export.onnx_graph import check_parity, export_tower
 from transformers import AutoModel, AutoProcessor, SiglipConfig, SiglipModel
 
+from mmembed.core.numeric_gate import PrecisionGateError
+from mmembed.export.onnx_graph import check_parity, export_encoder
 from mmembed.families import get_family
-from mmembed.families.base import TowerSpec
-from mmembed.families.siglip2_checkpoint import official_files
-from mmembed.numeric_gate import PrecisionGateError
+from mmembed.families.siglip2.checkpoint import official_files
 
 
 def test_checkpoint_loads_with_auto_classes(checkpoint: Path) -> None:
@@ -34,15 +34,15 @@ def test_so400m_size_has_the_published_parameter_count() -> None:
 
 
 def test_parity_gate_refuses_a_graph_that_differs(checkpoint: Path, tmp_path: Path) -> None:
-    towers = get_family("siglip2").load_towers(checkpoint)
-    spec = TowerSpec(
-        input_name="pixel_values", input_dtype=torch.float32, item_shape=(3, 64, 64), output_name="embedding"
-    )
-    graph = export_tower(towers.vision, spec, tmp_path)
-    report = check_parity(towers.vision, spec, graph, name="vision")
+    family = get_family("siglip2")
+    spec = family.describe(checkpoint).encoder("vision")
+    vision = family.load_encoders(checkpoint)["vision"]
+    graph = export_encoder(vision, spec, tmp_path)
+    report = check_parity(vision, spec, graph, name="vision")
     assert report.min_cosine >= 0.9999 and report.max_abs_error < 1e-4
+    model: Any = vision
     with torch.no_grad():  # now the PyTorch tower no longer matches the exported graph
-        towers.vision.model.vision_model.post_layernorm.weight.mul_(-1.0)
-        towers.vision.model.vision_model.head.mlp.fc2.bias.add_(3.0)
+        model.model.vision_model.post_layernorm.weight.mul_(-1.0)
+        model.model.vision_model.head.mlp.fc2.bias.add_(3.0)
     with pytest.raises(PrecisionGateError, match=r"vision fp32: .* \(gate 0\.9999\): under the gate"):
-        check_parity(towers.vision, spec, graph, name="vision")
+        check_parity(vision, spec, graph, name="vision")

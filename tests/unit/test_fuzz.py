@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from family_settings import text_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from image_files import encode, photo
 
-from mmembed.families import get_family
-from mmembed.preprocessing import (
+from mmembed.core.preprocessing import (
     DISPLAY_DECODE,
     ImageSettings,
     InvalidInputError,
@@ -22,6 +22,7 @@ from mmembed.preprocessing import (
     decode_text,
     preprocess_image,
 )
+from mmembed.families import get_family
 
 IMAGE = ImageSettings(
     height=32,
@@ -68,7 +69,7 @@ def test_real_images_with_flipped_and_cut_bytes(seed: bytes, flips: list[tuple[i
 
 @pytest.fixture(scope="module")
 def tokenize(checkpoint: Path) -> TextTokenizer:
-    return TextTokenizer(get_family("siglip2").text_settings(checkpoint), checkpoint)
+    return TextTokenizer(text_settings(get_family("siglip2"), checkpoint), checkpoint)
 
 
 @FUZZ

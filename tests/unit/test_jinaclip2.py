@@ -10,32 +10,35 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from family_settings import image_settings, text_settings
 from image_files import photo
 from jina_reference import JinaReference, official_transform
-from mmembed.client import _triton
-from mmembed.client._errors import InvalidInputError as ClientInputError
-from mmembed.client._types import ModelInfo
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from mmembed.families import CheckpointError, get_family
-from mmembed.families.base import TowerSpec
-from mmembed.fp8 import Fp8Linear
-from mmembed.numeric_gate import row_cosines
-from mmembed.preprocessing import InvalidInputError, TextTokenizer, preprocess_image
-from mmembed.torch_encoder import EncoderOptions, build_encoder
+from mmembed.client import _triton
+from mmembed.client._errors import InvalidInputError as ClientInputError
+from mmembed.client._types import ModelInfo
+from mmembed.core.contract import CheckpointError
+from mmembed.core.encoder_settings import EncoderSettings
+from mmembed.core.numeric_gate import row_cosines
+from mmembed.core.preprocessing import InvalidInputError, TextTokenizer, preprocess_image
+from mmembed.core.types import Precision, Runtime
+from mmembed.families import get_family
+from mmembed.runtime.fp8 import Fp8Linear
+from mmembed.runtime.torch_encoder import build_encoder
 
 FAMILY = get_family("jinaclip2")
 
 
 def _pixels(checkpoint: Path, count: int = 3) -> torch.Tensor:
-    settings = FAMILY.image_settings(checkpoint)
+    settings = image_settings(FAMILY, checkpoint)
     images = [photo(160 + 13 * i, 120, seed=i) for i in range(count)]
     return torch.from_numpy(np.stack([preprocess_image(image, settings) for image in images]))
 
 
 def _ids(checkpoint: Path, texts: list[str], *, full_length: bool = False) -> torch.Tensor:
-    settings = FAMILY.text_settings(checkpoint)
+    settings = text_settings(FAMILY, checkpoint)
     if full_length:
         settings = replace(settings, pad_to_longest=False)
     return torch.from_numpy(TextTokenizer(settings, checkpoint)(texts))
@@ -46,11 +49,11 @@ TEXTS = ["a photo of a cat", "一只猫的照片", "صورة قطة", "एक �
 
 def test_loaded_towers_match_an_independent_forward_on_the_official_weights(jina_checkpoint: Path) -> None:
     reference = JinaReference(jina_checkpoint)
-    towers = FAMILY.load_towers(jina_checkpoint)
+    towers = FAMILY.load_encoders(jina_checkpoint)
     pixels, ids = _pixels(jina_checkpoint), _ids(jina_checkpoint, TEXTS)
     with torch.no_grad():
-        image_cosines = row_cosines(towers.vision(pixels).numpy(), reference.image(pixels).numpy())
-        text_cosines = row_cosines(towers.text(ids).numpy(), reference.text(ids).numpy())
+        image_cosines = row_cosines(towers["vision"](pixels).numpy(), reference.image(pixels).numpy())
+        text_cosines = row_cosines(towers["text"](ids).numpy(), reference.text(ids).numpy())
     assert image_cosines.min() >= 0.9999 and text_cosines.min() >= 0.9999
 
 
@@ -63,8 +66,8 @@ def test_the_lora_adapter_is_merged_not_dropped(jina_checkpoint: Path, tmp_path:
     save_file(zeroed, str(folder / "model.safetensors"))
     ids = _ids(jina_checkpoint, TEXTS)
     with torch.no_grad():
-        merged = FAMILY.load_towers(jina_checkpoint).text(ids).numpy()
-        plain = FAMILY.load_towers(folder).text(ids).numpy()
+        merged = FAMILY.load_encoders(jina_checkpoint)["text"](ids).numpy()
+        plain = FAMILY.load_encoders(folder)["text"](ids).numpy()
     assert row_cosines(merged, plain).max() < 0.99
 
 
@@ -84,7 +87,7 @@ def test_unknown_keys_are_an_error(jina_checkpoint: Path, tmp_path: Path) -> Non
     key = "vision_model.blocks.0.attn.relative_position_bias_table"
     folder = _with_state(jina_checkpoint, tmp_path / "c", {key: torch.zeros(10, 4)})
     with pytest.raises(CheckpointError, match=r"vision_model: 1 unknown keys, e\.g\. blocks\.0\.attn\.relative_"):
-        FAMILY.load_towers(folder)
+        FAMILY.load_encoders(folder)
 
 
 def test_a_vision_head_in_the_checkpoint_is_applied(jina_checkpoint: Path, tmp_path: Path) -> None:
@@ -98,39 +101,39 @@ def test_a_vision_head_in_the_checkpoint_is_applied(jina_checkpoint: Path, tmp_p
     folder = _with_state(jina_checkpoint, tmp_path / "head", head)
     pixels = _pixels(jina_checkpoint)
     with torch.no_grad():
-        served = FAMILY.load_towers(folder).vision(pixels).numpy()
-        plain = FAMILY.load_towers(jina_checkpoint).vision(pixels).numpy()
+        served = FAMILY.load_encoders(folder)["vision"](pixels).numpy()
+        plain = FAMILY.load_encoders(jina_checkpoint)["vision"](pixels).numpy()
         expected = JinaReference(folder).image(pixels).numpy()
     assert row_cosines(served, expected).min() >= 0.9999 and row_cosines(served, plain).max() < 0.99
     narrow = _with_state(jina_checkpoint, tmp_path / "narrow", {"vision_model.head.weight": torch.zeros(32, 64)})
     with pytest.raises(CheckpointError, match="image embeddings are 32-d but text embeddings 64-d"):
-        FAMILY.load_towers(narrow)
+        FAMILY.load_encoders(narrow)
 
 
 def test_missing_keys_are_an_error(jina_checkpoint: Path, tmp_path: Path) -> None:
     key = "text_model.transformer.roberta.encoder.layers.1.norm2.bias"
     folder = _with_state(jina_checkpoint, tmp_path / "c", {key: None})
     with pytest.raises(CheckpointError, match=r"text_model: 1 weights missing.*layers\.1\.post_mlp_layernorm\.bias"):
-        FAMILY.load_towers(folder)
+        FAMILY.load_encoders(folder)
 
 
 def test_lora_factors_without_their_weight_are_an_error(jina_checkpoint: Path, tmp_path: Path) -> None:
     key = "text_model.transformer.roberta.encoder.layers.0.mlp.fc1.parametrizations.weight.original"
     folder = _with_state(jina_checkpoint, tmp_path / "c", {key: None})
     with pytest.raises(CheckpointError, match="LoRA factors without a weight"):
-        FAMILY.load_towers(folder)
+        FAMILY.load_encoders(folder)
 
 
 def test_saved_rotary_tables_are_checked(jina_checkpoint: Path, tmp_path: Path) -> None:
     """Some EVA-CLIP versions save their RoPE tables; ours must equal them, else the layout differs."""
-    from mmembed.families.eva02 import rotary_tables
+    from mmembed.families.jinaclip2.eva02 import rotary_tables
 
-    cos, sin = rotary_tables(FAMILY.load_towers(jina_checkpoint).vision.config)  # type: ignore[attr-defined]
+    cos, sin = rotary_tables(FAMILY.load_encoders(jina_checkpoint)["vision"].config)  # type: ignore[attr-defined]
     same = _with_state(jina_checkpoint, tmp_path / "same", {"vision_model.rope.freqs_cos": cos.clone()})
-    FAMILY.load_towers(same)
+    FAMILY.load_encoders(same)
     swapped = _with_state(jina_checkpoint, tmp_path / "swapped", {"vision_model.rope.freqs_sin": cos.clone()})
     with pytest.raises(CheckpointError, match=r"rope\.freqs_sin differs"):
-        FAMILY.load_towers(swapped)
+        FAMILY.load_encoders(swapped)
     assert not torch.equal(cos, sin)
 
 
@@ -141,7 +144,7 @@ def test_unsupported_variants_are_refused(jina_checkpoint: Path, tmp_path: Path)
     config["vision_config"]["subln"] = False
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="subln=False is not supported"):
-        FAMILY.load_towers(folder)
+        FAMILY.load_encoders(folder)
 
 
 def test_text_settings_default_to_the_jina_embeddings_v3_base(jina_checkpoint: Path, tmp_path: Path) -> None:
@@ -157,7 +160,7 @@ def test_text_settings_default_to_the_jina_embeddings_v3_base(jina_checkpoint: P
         CheckpointError,
         match=r"text_model: \d+ weights do not fit the config, e\.g\. .* \(64,\), the config implies \(1024,\)",
     ):
-        FAMILY.load_towers(folder)
+        FAMILY.load_encoders(folder)
 
 
 def test_sharded_checkpoints_load_the_same(jina_checkpoint: Path, tmp_path: Path) -> None:
@@ -173,26 +176,26 @@ def test_sharded_checkpoints_load_the_same(jina_checkpoint: Path, tmp_path: Path
     (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
     ids = _ids(jina_checkpoint, TEXTS)
     with torch.no_grad():
-        expected = FAMILY.load_towers(jina_checkpoint).text(ids)
-        actual = FAMILY.load_towers(folder).text(ids)
+        expected = FAMILY.load_encoders(jina_checkpoint)["text"](ids)
+        actual = FAMILY.load_encoders(folder)["text"](ids)
     assert torch.equal(expected, actual)
 
 
 def test_tower_folders_round_trip(jina_checkpoint: Path, tmp_path: Path) -> None:
     """What the torch runtime serves from: each tower alone, LoRA already merged."""
-    towers = FAMILY.load_towers(jina_checkpoint)
+    towers = FAMILY.load_encoders(jina_checkpoint)
     pixels, ids = _pixels(jina_checkpoint), _ids(jina_checkpoint, TEXTS)
-    FAMILY.save_tower(towers, "image", tmp_path / "image")
-    FAMILY.save_tower(towers, "text", tmp_path / "text")
+    FAMILY.save_encoder("vision", towers["vision"], tmp_path / "vision")
+    FAMILY.save_encoder("text", towers["text"], tmp_path / "text")
     with torch.no_grad():
-        assert torch.equal(FAMILY.load_tower(tmp_path / "image", "image")(pixels), towers.vision(pixels))
-        assert torch.equal(FAMILY.load_tower(tmp_path / "text", "text")(ids), towers.text(ids))
+        assert torch.equal(FAMILY.load_encoder("vision", tmp_path / "vision")(pixels), towers["vision"](pixels))
+        assert torch.equal(FAMILY.load_encoder("text", tmp_path / "text")(ids), towers["text"](ids))
 
 
 def test_preprocessing_matches_the_official_transform(jina_checkpoint: Path) -> None:
     """Shortest side resized bicubic, centre crop, mean/std from preprocessor_config.json."""
     processor = official_transform(jina_checkpoint)
-    settings = FAMILY.image_settings(jina_checkpoint)
+    settings = image_settings(FAMILY, jina_checkpoint)
     for width, height in [(160, 120), (120, 160), (300, 58), (56, 56), (1000, 700)]:
         image = photo(width, height, seed=width)
         expected = processor(images=image, return_tensors="np")["pixel_values"][0]
@@ -201,7 +204,7 @@ def test_preprocessing_matches_the_official_transform(jina_checkpoint: Path) -> 
 
 def test_centre_crop_rounds_half_offsets_as_torchvision(jina_checkpoint: Path) -> None:
     """A 75-wide resize cropped to 56 leaves 19 columns: torchvision starts at round(9.5) = 10."""
-    settings = FAMILY.image_settings(jina_checkpoint)
+    settings = image_settings(FAMILY, jina_checkpoint)
     columns = np.tile(np.arange(150, dtype=np.uint8), (112, 1))  # 150x112 -> resized 75x56
     image = Image.fromarray(np.stack([columns] * 3, axis=-1))
     pixels = preprocess_image(image, settings)
@@ -213,11 +216,11 @@ def test_centre_crop_rounds_half_offsets_as_torchvision(jina_checkpoint: Path) -
 
 def test_extreme_aspect_ratios_fail_with_a_clear_error(jina_checkpoint: Path) -> None:
     with pytest.raises(InvalidInputError, match="aspect ratio over 64:1"):
-        preprocess_image(Image.new("RGB", (10_000, 10)), FAMILY.image_settings(jina_checkpoint))
+        preprocess_image(Image.new("RGB", (10_000, 10)), image_settings(FAMILY, jina_checkpoint))
 
 
 def test_tokenizer_handles_many_scripts_and_truncates_keeping_the_end_token(jina_checkpoint: Path) -> None:
-    settings = FAMILY.text_settings(jina_checkpoint)
+    settings = text_settings(FAMILY, jina_checkpoint)
     ids = _ids(jina_checkpoint, [*TEXTS, "cat " * 500])
     assert settings.max_length == 64 and ids.shape == (len(TEXTS) + 1, 64)
     assert (ids[:, 0] == 0).all()  # <s>
@@ -228,21 +231,23 @@ def test_tokenizer_handles_many_scripts_and_truncates_keeping_the_end_token(jina
 
 def test_requests_are_padded_to_their_longest_text_in_power_of_two_steps(jina_checkpoint: Path) -> None:
     """Padding is masked out, so it is cut to what each request needs: 16, 32 or 64 positions here."""
-    settings = FAMILY.text_settings(jina_checkpoint)
+    settings = text_settings(FAMILY, jina_checkpoint)
     assert settings.pad_to_longest
     assert _ids(jina_checkpoint, ["a cat"]).shape == (1, 16)
     assert _ids(jina_checkpoint, ["a cat", "cat " * 10]).shape == (2, 32)
     assert _ids(jina_checkpoint, ["cat " * 500]).shape == (1, 64)
     short, full = _ids(jina_checkpoint, TEXTS), _ids(jina_checkpoint, TEXTS, full_length=True)
     assert torch.equal(full[:, : short.shape[1]], short) and (full[:, short.shape[1] :] == 1).all()
-    tower = FAMILY.load_towers(jina_checkpoint).text
+    tower = FAMILY.load_encoders(jina_checkpoint)["text"]
     with torch.no_grad():
         assert row_cosines(tower(short).numpy(), tower(full).numpy()).min() >= 0.99999
 
 
-def test_query_instruction_comes_from_the_config(jina_checkpoint: Path) -> None:
-    assert FAMILY.query_instruction(jina_checkpoint) == "Represent the query for retrieving evidence documents: "
-    assert get_family("siglip2").query_instruction(jina_checkpoint) is None
+def test_query_instruction_comes_from_the_config(jina_checkpoint: Path, checkpoint: Path) -> None:
+    query = text_settings(FAMILY, jina_checkpoint, "query")
+    assert query.prefix == "Represent the query for retrieving evidence documents: "
+    assert query == replace(text_settings(FAMILY, jina_checkpoint), prefix=query.prefix)
+    assert "query" not in {ensemble.modality for ensemble in get_family("siglip2").describe(checkpoint).ensembles}
 
 
 def _info(dimensions: tuple[int, ...]) -> ModelInfo:
@@ -282,36 +287,17 @@ def test_unsupported_dimensions_are_refused_with_the_supported_sizes() -> None:
 @pytest.mark.parametrize("precision", ["bf16", "fp8"])
 def test_reduced_precision_towers_pass_their_gates(jina_checkpoint: Path, precision: str) -> None:
     """The torch runtime's gate on the CPU: bf16 >= 0.999 and fp8 (transformer blocks only) >= 0.99."""
-    towers = FAMILY.load_towers(jina_checkpoint)
-    settings, text = FAMILY.image_settings(jina_checkpoint), FAMILY.text_settings(jina_checkpoint)
-    specs = {
-        "image": (
-            towers.vision,
-            TowerSpec(
-                input_name="pixel_values",
-                input_dtype=torch.float32,
-                item_shape=(3, settings.height, settings.width),
-                output_name="embedding",
-            ),
-            _pixels(jina_checkpoint),
-        ),
-        "text": (
-            towers.text,
-            TowerSpec(
-                input_name="input_ids",
-                input_dtype=torch.int64,
-                item_shape=(text.max_length,),
-                output_name="embedding",
-                high=towers.vocab_size,
-            ),
-            _ids(jina_checkpoint, TEXTS, full_length=True),
-        ),
+    towers = FAMILY.load_encoders(jina_checkpoint)
+    spec = FAMILY.describe(jina_checkpoint)
+    real = {
+        "vision": {"pixel_values": _pixels(jina_checkpoint).numpy()},
+        "text": {"input_ids": _ids(jina_checkpoint, TEXTS, full_length=True).numpy()},
     }
-    for modality, (tower, spec, real) in specs.items():
-        options = EncoderOptions(precision=precision, device="cpu", cuda_graphs=False, gate_seed=0)
-        encoder = build_encoder(
-            tower, spec, options, name=f"jina {modality}", fp8_scope=FAMILY.fp8_scope, real_inputs=real
+    for name, inputs in real.items():
+        settings = EncoderSettings(
+            spec=spec.encoder(name), runtime=Runtime.TORCH, precision=Precision(precision), max_batch_size=8
         )
+        encoder = build_encoder(towers[name], settings, name=f"jina {name}", real_inputs=inputs, gate_seed=0)
         assert encoder.gate_report.min_cosine >= (0.999 if precision == "bf16" else 0.99)
         if precision == "fp8":  # the transformer blocks' Linears, not the patch embedding or norms
-            assert any(isinstance(m, Fp8Linear) for m in encoder.tower.modules())
+            assert any(isinstance(m, Fp8Linear) for m in encoder.module.modules())

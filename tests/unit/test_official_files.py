@@ -14,16 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from family_settings import image_settings, text_settings
 from transformers import SiglipConfig
 
-from mmembed.families import CheckpointError, get_family
-from mmembed.families import jinaclip2_checkpoint as jina_files
-from mmembed.families import siglip2_checkpoint as siglip_files
-from mmembed.families.eva02 import Eva02Config
-from mmembed.families.jina_text import text_config
-from mmembed.families.jinaclip2_layout import text_settings_of, vision_config
+from mmembed.core.contract import CheckpointError
+from mmembed.core.preprocessing import PILLOW_CONVERT_DECODE, TRANSFORMERS_DECODE
+from mmembed.families import get_family
+from mmembed.families.jinaclip2 import checkpoint as jina_files
+from mmembed.families.jinaclip2.eva02 import Eva02Config
+from mmembed.families.jinaclip2.layout import text_settings_of, vision_config
+from mmembed.families.jinaclip2.text_tower import text_config
 from mmembed.families.official import OFFICIAL
-from mmembed.preprocessing import PILLOW_CONVERT_DECODE, TRANSFORMERS_DECODE
+from mmembed.families.siglip2 import checkpoint as siglip_files
 
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "official-configs"
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -119,14 +121,15 @@ def test_siglip2_reads_the_official_files(
 ) -> None:
     folder = _official_folder(fixture, siglip_tokenizer, tmp_path / "checkpoint")
     family = get_family("siglip2")
-    image, text = family.image_settings(folder), family.text_settings(folder)
+    image, text = image_settings(family, folder), text_settings(family, folder)
     assert (image.height, image.width, image.shortest_edge, image.resample) == (side, side, None, 2)
     assert image.image_mean == (0.5, 0.5, 0.5) and image.rescale_factor == pytest.approx(1 / 255)
     assert image.decode == TRANSFORMERS_DECODE
     assert (text.max_length, text.pad_token_id, text.lowercase, text.pad_to_longest) == (64, 0, True, False)
     config = SiglipConfig.from_dict(json.loads((folder / "config.json").read_text()))
     assert config.vision_config.hidden_size == width and config.vision_config.image_size == side
-    assert family.query_instruction(folder) is None and family.matryoshka_dimensions(folder) == ()
+    spec = family.describe(folder)
+    assert [e.modality for e in spec.ensembles] == ["image", "text"] and spec.matryoshka_dimensions == ()
 
 
 @pytest.fixture(scope="module")
@@ -146,13 +149,13 @@ def test_jinaclip2_reads_the_official_files(processor_file: str, jina_tokenizer:
     if processor_file != "preprocessor_config.json":
         shutil.copyfile(folder / processor_file, folder / "preprocessor_config.json")
     family = get_family("jinaclip2")
-    image, text = family.image_settings(folder), family.text_settings(folder)
+    image, text = image_settings(family, folder), text_settings(family, folder)
     assert (image.height, image.width, image.shortest_edge, image.resample) == (512, 512, 512, 3)
     assert image.image_mean == OPENAI_CLIP_MEAN and image.image_std == (0.26862954, 0.26130258, 0.27577711)
     assert image.decode == PILLOW_CONVERT_DECODE
     assert (text.max_length, text.pad_token_id, text.lowercase, text.pad_to_longest) == (512, 1, False, True)
-    assert family.query_instruction(folder) == "Represent the query for retrieving evidence documents: "
-    assert family.matryoshka_dimensions(folder) == (32, 64, 128, 256, 512, 768, 1024)
+    assert text_settings(family, folder, "query").prefix == "Represent the query for retrieving evidence documents: "
+    assert family.describe(folder).matryoshka_dimensions == (32, 64, 128, 256, 512, 768, 1024)
     config = json.loads((folder / "config.json").read_text())
     assert vision_config(config) == Eva02Config(
         image_size=512,
@@ -175,4 +178,4 @@ def test_jinaclip2_refuses_a_mean_its_processor_would_ignore(jina_tokenizer: Pat
     config["image_mean"] = [0.5, 0.5, 0.5]
     (folder / "preprocessor_config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match=r"image_mean \[0\.5, 0\.5, 0\.5\], which JinaCLIPImageProcessor ignores"):
-        get_family("jinaclip2").image_settings(folder)
+        image_settings(get_family("jinaclip2"), folder)

@@ -3,14 +3,17 @@ checks them before any engine is built (no TensorRT here)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 import torch
-from mmembed.export.onnx_graph import check_parity, export_tower
+from onnx import numpy_helper
+
+from mmembed.core.contract import EncoderSpec, ModelFamily
+from mmembed.core.numeric_gate import PrecisionGateError
+from mmembed.export.onnx_graph import check_parity, export_encoder
 from mmembed.export.onnx_precision import (
     E4M3_MAX,
     PrecisionRewriteError,
@@ -20,46 +23,19 @@ from mmembed.export.onnx_precision import (
     reduce_precision,
     scoped_products,
 )
-from onnx import numpy_helper
-
-from mmembed.families import ModelFamily, Towers, get_family
-from mmembed.families.base import TowerSpec
-from mmembed.numeric_gate import PrecisionGateError
-from mmembed.preprocessing import TextTokenizer, decode_image, preprocess_image
-from mmembed.sample_images import CAPTIONS, synthetic_jpeg
+from mmembed.export.samples import encoder_inputs, sample_items
+from mmembed.families import get_family
 
 
-def _tower(family: ModelFamily, checkpoint: Path, modality: str) -> tuple[Towers, torch.nn.Module, TowerSpec]:
-    towers = family.load_towers(checkpoint)
-    if modality == "image":
-        image = family.image_settings(checkpoint)
-        spec = TowerSpec(
-            input_name="pixel_values",
-            input_dtype=torch.float32,
-            item_shape=(3, image.height, image.width),
-            output_name="embedding",
-        )
-        return towers, towers.vision, spec
-    text = family.text_settings(checkpoint)
-    spec = TowerSpec(
-        input_name="input_ids",
-        input_dtype=torch.int64,
-        item_shape=(text.max_length,),
-        output_name="embedding",
-        high=towers.vocab_size,
-        variable_length=text.pad_to_longest,
-    )
-    return towers, towers.text, spec
+def _encoder(family: ModelFamily, checkpoint: Path, modality: str) -> tuple[torch.nn.Module, EncoderSpec]:
+    name = "vision" if modality == "image" else "text"
+    return family.load_encoders(checkpoint)[name], family.describe(checkpoint).encoder(name)
 
 
-def _real_inputs(family: ModelFamily, checkpoint: Path, modality: str, first_seed: int = 0) -> torch.Tensor:
-    """Photo-like JPEGs through the served preprocessing, or the sample captions at full length."""
-    if modality == "image":
-        image = family.image_settings(checkpoint)
-        photos = [synthetic_jpeg(640, 480, seed=seed) for seed in range(first_seed, first_seed + 4)]
-        return torch.from_numpy(np.stack([preprocess_image(decode_image(p, image), image) for p in photos]))
-    text = replace(family.text_settings(checkpoint), pad_to_longest=False)
-    return torch.from_numpy(TextTokenizer(text, checkpoint)(list(CAPTIONS)))
+def _real_inputs(family: ModelFamily, checkpoint: Path, modality: str, first_seed: int = 0) -> dict[str, np.ndarray]:
+    """Photo-like JPEGs or the sample captions through the served preprocessing, as export gates with."""
+    (ensemble,) = [e for e in family.describe(checkpoint).ensembles if e.modality == modality]
+    return encoder_inputs(ensemble, sample_items(ensemble, first_seed), checkpoint)
 
 
 def _checkpoint(request: pytest.FixtureRequest, family: str) -> Path:
@@ -73,12 +49,12 @@ def test_typed_graph_passes_its_gate_on_random_and_real_inputs(
     family_name: str, modality: str, precision: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     family, checkpoint = get_family(family_name), _checkpoint(request, family_name)
-    _, tower, spec = _tower(family, checkpoint, modality)
-    graph = export_tower(tower, spec, tmp_path)
-    before = scoped_products(onnx.load(str(graph)).graph, family.fp8_scope)
+    tower, spec = _encoder(family, checkpoint, modality)
+    graph = export_encoder(tower, spec, tmp_path)
+    before = scoped_products(onnx.load(str(graph)).graph, spec.precision_scope)
     fp32_weights = {node.input[1] for node in before.with_weight}
-    calibration = [spec.random_input(8, seed=99).numpy(), _real_inputs(family, checkpoint, modality, 100).numpy()]
-    changed = reduce_precision(graph, precision, family.fp8_scope, calibration)
+    calibration = [spec.random_inputs(8, seed=99), _real_inputs(family, checkpoint, modality, 100)]
+    changed = reduce_precision(graph, precision, spec.precision_scope, calibration)
     assert changed == len(before.with_weight) + len(before.between_activations) >= 12  # 2 layers x 6+
 
     real = _real_inputs(family, checkpoint, modality)
@@ -93,10 +69,10 @@ def test_typed_graph_passes_its_gate_on_random_and_real_inputs(
 
 def test_fp8_graph_quantises_block_products_and_keeps_the_rest_in_fp32(checkpoint: Path, tmp_path: Path) -> None:
     family = get_family("siglip2")
-    _, tower, spec = _tower(family, checkpoint, "image")
-    graph = export_tower(tower, spec, tmp_path)
-    scoped = scoped_products(onnx.load(str(graph)).graph, family.fp8_scope)
-    reduce_precision(graph, "fp8", family.fp8_scope, [spec.random_input(4, seed=99).numpy()])
+    tower, spec = _encoder(family, checkpoint, "image")
+    graph = export_encoder(tower, spec, tmp_path)
+    scoped = scoped_products(onnx.load(str(graph)).graph, spec.precision_scope)
+    reduce_precision(graph, "fp8", spec.precision_scope, [spec.random_inputs(4, seed=99)])
     model = onnx.load(str(graph), load_external_data=True)
     assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 19
     producers = {output: node for node in model.graph.node for output in node.output}
@@ -124,11 +100,11 @@ def test_fp8_graph_quantises_block_products_and_keeps_the_rest_in_fp32(checkpoin
 
 def test_activation_ranges_are_the_largest_inputs_torch_feeds_each_layer(checkpoint: Path, tmp_path: Path) -> None:
     family = get_family("siglip2")
-    _, tower, spec = _tower(family, checkpoint, "text")
-    graph = export_tower(tower, spec, tmp_path)
-    products = scoped_products(onnx.load(str(graph)).graph, family.fp8_scope).with_weight
-    inputs = spec.random_input(6, seed=7)
-    ranges = activation_ranges(graph, sorted({node.input[0] for node in products}), [inputs.numpy()])
+    tower, spec = _encoder(family, checkpoint, "text")
+    graph = export_encoder(tower, spec, tmp_path)
+    products = scoped_products(onnx.load(str(graph)).graph, spec.precision_scope).with_weight
+    inputs = spec.random_inputs(6, seed=7)
+    ranges = activation_ranges(graph, sorted({node.input[0] for node in products}), [inputs])
 
     seen: dict[str, float] = {}
     linears = {name: m for name, m in tower.named_modules() if isinstance(m, torch.nn.Linear)}
@@ -137,7 +113,7 @@ def test_activation_ranges_are_the_largest_inputs_torch_feeds_each_layer(checkpo
         for name, module in linears.items()
     ]
     with torch.no_grad():
-        tower(inputs)
+        tower(torch.from_numpy(inputs["input_ids"]))
     for hook in hooks:
         hook.remove()
     for node in products:
@@ -148,9 +124,9 @@ def test_activation_ranges_are_the_largest_inputs_torch_feeds_each_layer(checkpo
 def test_a_miscalibrated_fp8_graph_is_refused(checkpoint: Path, tmp_path: Path) -> None:
     """Activation scales 100x too small saturate e4m3: the gate must see it, whatever the calibration did."""
     family = get_family("siglip2")
-    _, tower, spec = _tower(family, checkpoint, "image")
-    graph = export_tower(tower, spec, tmp_path)
-    reduce_precision(graph, "fp8", family.fp8_scope, [spec.random_input(4, seed=99).numpy()])
+    tower, spec = _encoder(family, checkpoint, "image")
+    graph = export_encoder(tower, spec, tmp_path)
+    reduce_precision(graph, "fp8", spec.precision_scope, [spec.random_inputs(4, seed=99)])
     model = onnx.load(str(graph), load_external_data=True)
     quantized = {node.input[1] for node in model.graph.node if node.op_type == "QuantizeLinear"}
     for tensor in model.graph.initializer:
@@ -163,10 +139,10 @@ def test_a_miscalibrated_fp8_graph_is_refused(checkpoint: Path, tmp_path: Path) 
 
 def test_weights_are_scaled_to_the_e4m3_range(checkpoint: Path, tmp_path: Path) -> None:
     family = get_family("siglip2")
-    _, tower, spec = _tower(family, checkpoint, "image")
-    graph = export_tower(tower, spec, tmp_path)
+    tower, spec = _encoder(family, checkpoint, "image")
+    graph = export_encoder(tower, spec, tmp_path)
     fp32 = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(graph), load_external_data=True).graph.initializer}
-    reduce_precision(graph, "fp8", family.fp8_scope, [spec.random_input(4, seed=99).numpy()])
+    reduce_precision(graph, "fp8", spec.precision_scope, [spec.random_inputs(4, seed=99)])
     model = onnx.load(str(graph), load_external_data=True)
     values = {t.name: t for t in model.graph.initializer}
     checked = 0
@@ -185,8 +161,8 @@ def test_weights_are_scaled_to_the_e4m3_range(checkpoint: Path, tmp_path: Path) 
 
 
 def test_a_scope_that_matches_nothing_is_a_clear_error(checkpoint: Path, tmp_path: Path) -> None:
-    _, tower, spec = _tower(get_family("siglip2"), checkpoint, "image")
-    graph = export_tower(tower, spec, tmp_path)
+    tower, spec = _encoder(get_family("siglip2"), checkpoint, "image")
+    graph = export_encoder(tower, spec, tmp_path)
     with pytest.raises(PrecisionRewriteError, match="no matrix product of this graph lies in the family's scope"):
         reduce_precision(graph, "fp16", r"\.blocks\.", [])
     with pytest.raises(PrecisionRewriteError, match="fp16 or fp8, not bf16"):

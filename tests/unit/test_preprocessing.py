@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from family_settings import image_settings, text_settings
 from image_files import encode, photo
 from transformers import AutoProcessor
 
-from mmembed.families import get_family
-from mmembed.preprocessing import (
+from mmembed.core.preprocessing import (
     ImageSettings,
     InvalidInputError,
     TextSettings,
@@ -19,6 +19,7 @@ from mmembed.preprocessing import (
     decode_text,
     preprocess_image,
 )
+from mmembed.families import get_family
 
 SIGLIP2 = get_family("siglip2")
 
@@ -29,8 +30,8 @@ def processor(checkpoint: Path) -> object:
 
 
 def test_settings_come_from_the_checkpoint(checkpoint: Path) -> None:
-    image = SIGLIP2.image_settings(checkpoint)
-    text = SIGLIP2.text_settings(checkpoint)
+    image = image_settings(SIGLIP2, checkpoint)
+    text = text_settings(SIGLIP2, checkpoint)
     assert (image.height, image.width, image.resample) == (64, 64, 2)
     assert image.image_mean == (0.5, 0.5, 0.5) and image.rescale_factor == pytest.approx(1 / 255)
     assert (text.max_length, text.pad_token_id, text.lowercase) == (64, 0, True)
@@ -46,14 +47,14 @@ def test_settings_are_read_from_a_hub_style_preprocessor_config(checkpoint: Path
         '{"do_resize": true, "size": {"height": 48, "width": 40}, "resample": 3, "do_rescale": true,'
         ' "rescale_factor": 0.5, "do_normalize": true, "image_mean": [0.1, 0.2, 0.3], "image_std": [1, 2, 3]}'
     )
-    settings = SIGLIP2.image_settings(tmp_path)
+    settings = image_settings(SIGLIP2, tmp_path)
     assert (settings.height, settings.width, settings.resample, settings.rescale_factor) == (48, 40, 3, 0.5)
     assert settings.image_std == (1, 2, 3)
 
 
 @pytest.mark.parametrize("size", [(160, 120), (31, 200), (64, 64)])
 def test_pixels_match_the_processor(checkpoint: Path, processor: object, size: tuple[int, int]) -> None:
-    settings = SIGLIP2.image_settings(checkpoint)
+    settings = image_settings(SIGLIP2, checkpoint)
     image = photo(*size)
     ours = preprocess_image(decode_image(encode(image, "PNG"), settings), settings)
     reference = processor(images=[image], return_tensors="np")["pixel_values"][0]  # type: ignore[operator]
@@ -71,7 +72,7 @@ TEXTS = [
 
 
 def test_token_ids_match_the_processor(checkpoint: Path, processor: object) -> None:
-    settings = SIGLIP2.text_settings(checkpoint)
+    settings = text_settings(SIGLIP2, checkpoint)
     ours = TextTokenizer(settings, checkpoint)(TEXTS)
     reference = processor(  # type: ignore[operator]
         text=[t.lower() for t in TEXTS],
@@ -87,7 +88,7 @@ def test_token_ids_match_the_processor(checkpoint: Path, processor: object) -> N
 
 
 def test_text_is_lowercased(checkpoint: Path) -> None:
-    tokenize = TextTokenizer(SIGLIP2.text_settings(checkpoint), checkpoint)
+    tokenize = TextTokenizer(text_settings(SIGLIP2, checkpoint), checkpoint)
     np.testing.assert_array_equal(tokenize(["A PHOTO OF A DOG"]), tokenize(["a photo of a dog"]))
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mmembed.probe import Prober
+from mmembed.serving.probe import Prober
 
 BEHAVIOUR = {
     "/v2/models/ok_text/infer": (200, b'{"outputs": []}'),
@@ -44,7 +44,8 @@ def port() -> Iterator[int]:
 
 
 def test_alive_overloaded_unhealthy_and_hung_are_told_apart(port: int) -> None:
-    prober = Prober(port, ["ok_text", "busy_text", "broken_text", "hung_text"], api_key="k", timeout_s=1.0)
+    ensembles = {name: ["TEXT"] for name in ("ok_text", "busy_text", "broken_text", "hung_text")}
+    prober = Prober(port, ensembles, api_key="k", timeout_s=1.0)
     assert prober.failing() == {}  # probes just sent: nothing overdue yet
     time.sleep(1.5)
     failing = prober.failing()

@@ -7,15 +7,16 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import JINA_MODEL, TORCH_MODEL
-from mmembed.export import BatchingOptions, ExportError, ExportRequest, Precision, Runtime, export_model
-from mmembed.export.tensorrt_engine import optimization_profile
-from mmembed.export.triton_config import TensorSpec, encoder_config, parse_pbtxt, to_pbtxt
 from tritonclient.grpc import model_config_pb2 as pb
 
+from mmembed.core.contract import EncoderInput, EncoderSpec
+from mmembed.core.encoder_settings import EncoderSettings
+from mmembed.core.types import Precision, Runtime
+from mmembed.export import BatchingOptions, ExportError, ExportRequest, export_model
+from mmembed.export.tensorrt_engine import optimization_profile
+from mmembed.export.triton_config import TensorSpec, encoder_config, parse_pbtxt, to_pbtxt
 from mmembed.families import get_family
-from mmembed.families.base import TowerSpec
 
 
 def configs(repository: Path) -> dict[str, pb.ModelConfig]:
@@ -74,10 +75,15 @@ def test_torch_runtime_layout(repository: Path) -> None:
         version = repository / encoder / "1"
         assert {p.name for p in (version / "tower").iterdir()} == {"config.json", "model.safetensors"}
         assert (version / "model.py").is_file() and not (version / "model.onnx").exists()
-        assert found[encoder].parameters["precision"].string_value == "bf16"
-        assert found[encoder].parameters["device"].string_value == "cpu"
+        settings = EncoderSettings.load(version)  # typed settings beside the model, not config strings
+        assert (settings.runtime, settings.precision, settings.device) == (Runtime.TORCH, Precision.BF16, "cpu")
+        assert settings.family_module == "mmembed.families.siglip2.model"
+        assert dict(found[encoder].parameters) == {}
         assert found[encoder].instance_group[0].kind == pb.ModelInstanceGroup.KIND_CPU
-    report = json.loads((repository / f"{TORCH_MODEL}_image" / "export_report.json").read_text())
+    text_settings = EncoderSettings.load(repository / f"{TORCH_MODEL}_text_encoder" / "1")
+    assert [item.name for item in text_settings.spec.inputs] == ["input_ids"]
+    assert text_settings.max_batch_size == 256 and text_settings.spec.inputs[0].high == 1024  # the vocabulary
+    report = json.loads((repository / f"{TORCH_MODEL}_l2_normalize" / "export_report.json").read_text())
     assert [row["precision"] for row in report["parity"]] == ["fp32", "bf16", "fp32", "bf16"]
     # --image-preprocess torch: preprocessing told to run on the encoders' device (KIND_GPU there)
     preprocess = found[f"{TORCH_MODEL}_image_preprocess"]
@@ -111,7 +117,7 @@ def test_ensembles_chain_preprocess_encoder_normalize(repository: Path) -> None:
 
 
 def test_export_report_records_parity(repository: Path) -> None:
-    report = json.loads((repository / "siglip2_image" / "export_report.json").read_text())
+    report = json.loads((repository / "siglip2_l2_normalize" / "export_report.json").read_text())
     assert report["runtime"] == "onnxruntime-cpu" and report["dimension"] == 64
     assert all(row["min_cosine"] >= 0.9999 for row in report["parity"])
 
@@ -129,15 +135,8 @@ def test_export_report_records_parity(repository: Path) -> None:
 def test_encoder_configs_per_runtime(runtime: Runtime, precision: Precision, platform: str, kind: int) -> None:
     pixels = TensorSpec(name="pixel_values", data_type=pb.TYPE_FP32, dims=(3, 64, 64))
     raw = TensorSpec(name="embedding", data_type=pb.TYPE_FP32, dims=(64,))
-    config = encoder_config(
-        "m",
-        pixels,
-        raw,
-        BatchingOptions(),
-        runtime=runtime,
-        precision=precision,
-        torch_parameters={"family": "siglip2", "modality": "image", "device": "cuda"},
-    )
+    gpu = runtime is Runtime.TORCH
+    config = encoder_config("m", [pixels], raw, BatchingOptions(), runtime=runtime, precision=precision, gpu=gpu)
     config = parse_pbtxt(to_pbtxt(config))
     assert config.platform == platform
     assert config.instance_group[0].kind == kind
@@ -147,55 +146,50 @@ def test_encoder_configs_per_runtime(runtime: Runtime, precision: Precision, pla
     if runtime is Runtime.TORCH:  # GPU tensors from the previous step stay on the GPU
         assert config.backend == "python"
         assert config.parameters["FORCE_CPU_ONLY_INPUT_TENSORS"].string_value == "no"
-        assert config.parameters["precision"].string_value == "bf16"
+
+
+def _text_encoder(variable_length: bool, *, mask: bool = False, max_length: int = 64) -> EncoderSpec:
+    axes = ((0, "tokens"),) if variable_length else ()
+    ids = EncoderInput(name="input_ids", kind="token_ids", item_shape=(max_length,), dynamic_axes=axes, high=100)
+    inputs = (
+        ids,
+        EncoderInput(name="attention_mask", kind="attention_mask", item_shape=(max_length,), dynamic_axes=axes),
+    )
+    return EncoderSpec(name="text", inputs=inputs if mask else inputs[:1], dimension=64, precision_scope="x")
 
 
 @pytest.mark.parametrize("variable_length", [False, True])
 def test_onnxruntime_fp16_uses_the_tensorrt_accelerator_with_profiles(variable_length: bool) -> None:
-    """Fixed-length ids (SigLIP-2) get one length; JinaCLIP's per-request lengths get 16 up to 64."""
-    spec = TowerSpec(
-        input_name="input_ids",
-        input_dtype=torch.int64,
-        item_shape=(64,),
-        output_name="embedding",
-        variable_length=variable_length,
-    )
-    ids = TensorSpec(name="input_ids", data_type=pb.TYPE_INT64, dims=spec.dims)
+    """Fixed-length ids (SigLIP-2) get one length; JinaCLIP's per-request lengths get 16 up to 64; every
+    input (ids and mask) gets its profile."""
+    spec = _text_encoder(variable_length, mask=True)
+    inputs = [TensorSpec(name=item.name, data_type=pb.TYPE_INT64, dims=item.dims) for item in spec.inputs]
     raw = TensorSpec(name="embedding", data_type=pb.TYPE_FP32, dims=(64,))
     config = encoder_config(
         "m",
-        ids,
+        inputs,
         raw,
         BatchingOptions(max_batch_size=32),
         runtime=Runtime.ONNXRUNTIME,
         precision=Precision.FP16,
+        gpu=False,
         profile=optimization_profile(spec, 32),
     )
     accelerator = parse_pbtxt(to_pbtxt(config)).optimization.execution_accelerators.gpu_execution_accelerator[0]
     assert accelerator.name == "tensorrt"
     assert accelerator.parameters["precision_mode"] == "FP16"
-    assert accelerator.parameters["trt_profile_max_shapes"] == "input_ids:32x64"
-    shortest = "input_ids:1x16" if variable_length else "input_ids:1x64"
-    assert accelerator.parameters["trt_profile_min_shapes"] == shortest
+    assert accelerator.parameters["trt_profile_max_shapes"] == "input_ids:32x64,attention_mask:32x64"
+    shortest = "1x16" if variable_length else "1x64"
+    assert accelerator.parameters["trt_profile_min_shapes"] == f"input_ids:{shortest},attention_mask:{shortest}"
 
 
 def test_tensorrt_profile_covers_batch_one_to_max() -> None:
-    spec = TowerSpec(
-        input_name="pixel_values",
-        input_dtype=torch.float32,
-        item_shape=(3, 512, 512),
-        output_name="embedding",
-    )
+    pixels = EncoderInput(name="pixel_values", kind="pixels", item_shape=(3, 512, 512))
+    spec = EncoderSpec(name="vision", inputs=(pixels,), dimension=64, precision_scope="x")
     profile = optimization_profile(spec, 128)
-    assert profile == {"min": (1, 3, 512, 512), "opt": (64, 3, 512, 512), "max": (128, 3, 512, 512)}
-    text = TowerSpec(
-        input_name="input_ids",
-        input_dtype=torch.int64,
-        item_shape=(512,),
-        output_name="embedding",
-        variable_length=True,
-    )
-    assert optimization_profile(text, 256) == {"min": (1, 16), "opt": (128, 32), "max": (256, 512)}
+    assert profile == {"pixel_values": {"min": (1, 3, 512, 512), "opt": (64, 3, 512, 512), "max": (128, 3, 512, 512)}}
+    text = _text_encoder(True, max_length=512)
+    assert optimization_profile(text, 256) == {"input_ids": {"min": (1, 16), "opt": (128, 32), "max": (256, 512)}}
 
 
 def test_unsupported_precision_is_refused_before_any_work(checkpoint: Path, tmp_path: Path) -> None:

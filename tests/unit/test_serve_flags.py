@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mmembed.serve import ServerSettings, cuda_memory_pool_flags, visible_gpu_count
+from mmembed.serving.server import ServerSettings, cuda_memory_pool_flags, visible_gpu_count
 
 
 def test_one_pool_per_visible_gpu() -> None:

@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from mmembed.tensorrt_versions import VERSION_FILE, TensorRTVersionError, check_plan_versions, server_tensorrt_version
+from mmembed.serving.tensorrt_versions import (
+    VERSION_FILE,
+    TensorRTVersionError,
+    check_plan_versions,
+    server_tensorrt_version,
+)
 
 
 def repository_with_plans(root: Path, versions: dict[str, str]) -> Path:

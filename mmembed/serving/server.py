@@ -29,12 +29,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from mmembed.contract import API_KEY_HEADER, IMAGE_SUFFIX, TEXT_SUFFIX
-from mmembed.load_gate import check_repository
-from mmembed.numeric_gate import GateReport, PrecisionGateError
-from mmembed.probe import Prober
-from mmembed.processes import children, cmdline, wait_for_group_exit
-from mmembed.tensorrt_versions import (
+from mmembed.core.names import API_KEY_HEADER
+from mmembed.core.numeric_gate import GateReport, PrecisionGateError
+from mmembed.serving.load_gate import check_repository, references
+from mmembed.serving.probe import Prober
+from mmembed.serving.processes import children, cmdline, wait_for_group_exit
+from mmembed.serving.tensorrt_versions import (
     VERSION_FILE,
     TensorRTVersionError,
     check_plan_versions,
@@ -309,7 +309,7 @@ class TritonServer:
             self.stop()
             raise
         self._stubs = self.stub_pids()
-        ensembles = [name for name in self.ready_models() if name.endswith((IMAGE_SUFFIX, TEXT_SUFFIX))]
+        ensembles = {name: sorted(reference.inputs) for name, reference in references(self.settings.repository).items()}
         self._prober = Prober(self.settings.http_port, ensembles, self.settings.api_key, self.settings.wedge_timeout_s)
 
     def _http(self, path: str, body: bytes | None = None) -> Any:
@@ -340,7 +340,7 @@ class TritonServer:
         raise ServeError(self._failure_message(f"not ready after {self.settings.startup_timeout_s:.0f} s"))
 
     def _check_served_embeddings(self) -> list[GateReport]:
-        """The load gate (`mmembed.load_gate`): every model still gives its export's fp32 embeddings."""
+        """The load gate (`mmembed.serving.load_gate`): every model still gives its export's fp32 embeddings."""
         try:
             return check_repository(self.settings.repository, self.settings.http_port, self.settings.api_key)
         except PrecisionGateError as e:
@@ -357,10 +357,11 @@ class TritonServer:
         return f"{headline}\n{detail}\n(full log: {self.log_file})"
 
     def ready_models(self) -> list[str]:
-        """The ready models' names, ensembles first."""
+        """The ready models' names, ensembles (the models with a gate reference) first."""
         index = self._http("/v2/repository/index", b"{}")
         names = [m["name"] for m in index if m.get("state") == "READY"]
-        return sorted(names, key=lambda n: (not n.endswith((IMAGE_SUFFIX, TEXT_SUFFIX)), n))
+        ensembles = references(self.settings.repository)
+        return sorted(names, key=lambda n: (n not in ensembles, n))
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Ask the server to shut down (SIGTERM), kill it if it has not after TIMEOUT_S, and then kill

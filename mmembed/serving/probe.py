@@ -20,7 +20,7 @@ import urllib.request
 import numpy as np
 from PIL import Image
 
-from mmembed.contract import API_KEY_HEADER, EMBEDDING_OUTPUT, IMAGE_INPUT, IMAGE_SUFFIX, TEXT_INPUT
+from mmembed.core.names import API_KEY_HEADER, EMBEDDING_OUTPUT, IMAGE_INPUT, TEXT_INPUT
 
 
 def _tiny_png() -> bytes:
@@ -35,12 +35,14 @@ PROBE_ITEMS = {IMAGE_INPUT: _tiny_png(), TEXT_INPUT: b"ok"}
 UNHEALTHY = "is not healthy"  # in Triton's answer for a stub it has given up on
 
 
-def probe_once(http_port: int, ensemble: str, api_key: str | None, timeout_s: float) -> str | None:
-    """Send one probe: None if the path is alive, Triton's message if it says a stub is unhealthy; raises
-    OSError (a timeout included) when there is no answer at all."""
-    name = IMAGE_INPUT if ensemble.endswith(IMAGE_SUFFIX) else TEXT_INPUT
+def probe_once(
+    http_port: int, ensemble: str, input_names: list[str], api_key: str | None, timeout_s: float
+) -> str | None:
+    """Send one probe (one tiny item per input of ENSEMBLE): None if the path is alive, Triton's message
+    if it says a stub is unhealthy; raises OSError (a timeout included) when there is no answer at all."""
+    inputs = {name: [PROBE_ITEMS[name]] for name in input_names}
     try:
-        http_infer(http_port, ensemble, name, [PROBE_ITEMS[name]], api_key, timeout_s)  # any answer will do
+        http_infer(http_port, ensemble, inputs, api_key, timeout_s)  # any answer will do
     except urllib.error.HTTPError as e:  # an error answer is still an answer: alive unless it says otherwise
         message = e.read().decode(errors="replace")
         return message if UNHEALTHY in message else None
@@ -48,32 +50,33 @@ def probe_once(http_port: int, ensemble: str, api_key: str | None, timeout_s: fl
 
 
 def http_embed(
-    http_port: int, ensemble: str, input_name: str, items: list[bytes], api_key: str | None, timeout_s: float
+    http_port: int, ensemble: str, inputs: dict[str, list[bytes]], api_key: str | None, timeout_s: float
 ) -> np.ndarray:
-    """ITEMS through ENSEMBLE over the server's local HTTP endpoint; the embeddings [len(items), dim]
-    float32. Raises urllib.error.HTTPError with Triton's answer when it refuses, OSError without one."""
-    (output,) = json.loads(http_infer(http_port, ensemble, input_name, items, api_key, timeout_s))["outputs"]
+    """INPUTS (input name -> items) through ENSEMBLE over the server's local HTTP endpoint; the embeddings
+    [items, dim] float32. Raises urllib.error.HTTPError with Triton's answer when it refuses, OSError
+    without one."""
+    (output,) = json.loads(http_infer(http_port, ensemble, inputs, api_key, timeout_s))["outputs"]
     return np.asarray(output["data"], dtype=np.float32).reshape(output["shape"])
 
 
 def http_infer(
-    http_port: int, ensemble: str, input_name: str, items: list[bytes], api_key: str | None, timeout_s: float
+    http_port: int, ensemble: str, inputs: dict[str, list[bytes]], api_key: str | None, timeout_s: float
 ) -> bytes:
-    """One inference request with ITEMS as the BYTES input INPUT_NAME; Triton's JSON answer, unparsed."""
-    blob = b"".join(struct.pack("<I", len(item)) + item for item in items)  # Triton's binary BYTES
-    header = json.dumps(
+    """One inference request with each of INPUTS (name -> items) as a BYTES input; Triton's JSON answer,
+    unparsed."""
+    blobs = {name: b"".join(struct.pack("<I", len(item)) + item for item in items) for name, items in inputs.items()}
+    described = [
         {
-            "inputs": [
-                {
-                    "name": input_name,
-                    "shape": [len(items), 1],
-                    "datatype": "BYTES",
-                    "parameters": {"binary_data_size": len(blob)},
-                }
-            ],
-            "outputs": [{"name": EMBEDDING_OUTPUT, "parameters": {"binary_data": False}}],
+            "name": name,
+            "shape": [len(inputs[name]), 1],
+            "datatype": "BYTES",
+            "parameters": {"binary_data_size": len(blob)},  # Triton's binary BYTES, after the JSON header
         }
-    ).encode()
+        for name, blob in blobs.items()
+    ]
+    outputs = [{"name": EMBEDDING_OUTPUT, "parameters": {"binary_data": False}}]
+    header = json.dumps({"inputs": described, "outputs": outputs}).encode()
+    blob = b"".join(blobs.values())
     headers = {"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"}
     if api_key:
         headers[API_KEY_HEADER] = api_key
@@ -89,7 +92,8 @@ class Prober:
     """Keeps at most one probe in flight per ensemble; `failing()` names the ensembles whose last probe
     was answered "unhealthy" or has gone unanswered for TIMEOUT_S, with the reason."""
 
-    def __init__(self, http_port: int, ensembles: list[str], api_key: str | None, timeout_s: float) -> None:
+    def __init__(self, http_port: int, ensembles: dict[str, list[str]], api_key: str | None, timeout_s: float) -> None:
+        """ENSEMBLES: each ensemble's input names."""
         self.http_port, self.ensembles, self.api_key, self.timeout_s = http_port, ensembles, api_key, timeout_s
         self._sent: dict[str, float] = {}  # ensemble -> when its outstanding probe was sent
         self._unhealthy: dict[str, str] = {}  # ensemble -> Triton's answer to its last probe
@@ -111,7 +115,7 @@ class Prober:
 
     def _probe(self, ensemble: str) -> None:
         try:
-            unhealthy = probe_once(self.http_port, ensemble, self.api_key, self.timeout_s * 2)
+            unhealthy = probe_once(self.http_port, ensemble, self.ensembles[ensemble], self.api_key, self.timeout_s * 2)
         except OSError:
             return  # no answer: stays in flight, so failing() keeps reporting it once overdue
         with self._lock:

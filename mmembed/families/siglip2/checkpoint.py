@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from mmembed.families.base import CheckpointError
+from mmembed.core.contract import CheckpointError
 from mmembed.families.official import (
     official_bytes,
     official_json,

@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 
-from mmembed.families import jinaclip2_layout as layout
-from mmembed.families.base import CheckpointError
-from mmembed.families.eva02 import Eva02VisionTower
-from mmembed.families.jina_text import JinaTextTower, text_config
+from mmembed.core.contract import CheckpointError
+from mmembed.families.jinaclip2 import layout
+from mmembed.families.jinaclip2.eva02 import Eva02VisionTower
+from mmembed.families.jinaclip2.text_tower import JinaTextTower, text_config
 from mmembed.families.official import (
     official_bytes,
     official_json,

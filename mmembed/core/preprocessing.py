@@ -19,6 +19,8 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from mmembed.core.names import ATTENTION_MASK, INPUT_IDS
+
 __all__ = [
     "DISPLAY_DECODE",
     "PILLOW_CONVERT_DECODE",
@@ -131,6 +133,9 @@ class TextSettings:
     # A 10-token caption then costs 16 positions, not 512; the few lengths keep requests batchable.
     pad_to_longest: bool = False
     tokenizer_file: str = "tokenizer.json"
+    # Also hand the encoder `attention_mask` (1 for each real token, 0 for padding), for encoders that
+    # take one instead of finding the padding in the ids.
+    attention_mask: bool = False
     # Text past max_length tokens is truncated, as the model expects; this bounds the tokenizer's work.
     max_text_bytes: int = InputLimits.max_text_bytes
 
@@ -286,7 +291,7 @@ def _center_crop(image: Image.Image, height: int, width: int) -> Image.Image:
 
 
 class TextTokenizer:
-    """The checkpoint's tokenizer with fixed-length padding and truncation, as the model was trained."""
+    """The checkpoint's tokenizer with the padding and truncation the model was trained with."""
 
     def __init__(self, settings: TextSettings, folder: Path) -> None:
         from tokenizers import Tokenizer  # imported here: image-only processes need not load it
@@ -294,12 +299,15 @@ class TextTokenizer:
         self.settings = settings
         self._tokenizer = Tokenizer.from_file(str(folder / settings.tokenizer_file))
         self._tokenizer.enable_truncation(max_length=settings.max_length)
-        if not settings.pad_to_longest:
-            self._tokenizer.enable_padding(length=settings.max_length, pad_id=settings.pad_token_id)
+        self._tokenizer.no_padding()
 
     def __call__(self, texts: list[str]) -> np.ndarray:
         """Token ids [len(texts), length] int64: length is max_length, or with `pad_to_longest` the
         padded length of the longest text; text beyond max_length is truncated."""
+        return self.encode(texts)[INPUT_IDS]
+
+    def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """What the encoder takes: `input_ids`, and `attention_mask` where the settings ask for it."""
         if self.settings.prefix:
             texts = [self.settings.prefix + text for text in texts]
         if self.settings.lowercase:
@@ -307,9 +315,11 @@ class TextTokenizer:
         encodings = [encoding.ids for encoding in self._tokenizer.encode_batch(texts)]
         length = padded_length(max(map(len, encodings), default=0), self.settings)
         ids = np.full((len(encodings), length), self.settings.pad_token_id, dtype=np.int64)
+        mask = np.zeros((len(encodings), length), dtype=np.int64)
         for row, tokens in enumerate(encodings):
             ids[row, : len(tokens)] = tokens
-        return ids
+            mask[row, : len(tokens)] = 1
+        return {INPUT_IDS: ids, ATTENTION_MASK: mask} if self.settings.attention_mask else {INPUT_IDS: ids}
 
 
 def padded_length(longest: int, settings: TextSettings) -> int:

@@ -7,21 +7,16 @@ IMAGE_INPUT = "IMAGE"
 TEXT_INPUT = "TEXT"
 EMBEDDING_OUTPUT = "EMBEDDING"
 
-# Tensors between ensemble steps; the first three are also the exported graphs' names.
+# Tensors between ensemble steps, named as the exported graphs' inputs and output.
 PIXEL_VALUES = "pixel_values"
 INPUT_IDS = "input_ids"
+ATTENTION_MASK = "attention_mask"
 RAW_EMBEDDING = "embedding"
-
-# Ensemble suffixes: model NAME is served as NAME_image and NAME_text.
-IMAGE_SUFFIX = "_image"
-TEXT_SUFFIX = "_text"
-# Served only for models whose queries differ from documents (an instruction prefix): NAME_query.
-QUERY_SUFFIX = "_query"
 
 # Ensemble parameters that describe the model to clients (`mmembed.dimension` etc.).
 PARAM_PREFIX = "mmembed."
 
-# Runtime torch: the folder inside an encoder's version folder that holds its tower (config + weights).
+# Runtime torch: the folder inside an encoder's version folder that holds its module (config + weights).
 TOWER_FOLDER = "tower"
 
 # The header `mmembed serve --api-key` checks: as is over HTTP; over gRPC Triton expects it prefixed.

@@ -11,17 +11,32 @@ instruction. Matryoshka: any of the config's `matryoshka_dimensions`, sliced the
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mmembed.families import jinaclip2_layout as layout
-from mmembed.families.base import CheckpointError, Modality, ModelFamily, Towers, read_json
-from mmembed.families.eva02 import Eva02Config, Eva02VisionTower
-from mmembed.families.jina_text import JinaTextTower
-from mmembed.families.jinaclip2_checkpoint import SIZES, make_checkpoint
-from mmembed.preprocessing import PILLOW_CONVERT_DECODE, ImageSettings, TextSettings
+from mmembed.core.contract import (
+    CheckpointError,
+    EncoderSpec,
+    EnsembleSpec,
+    ImageStep,
+    ModelFamily,
+    ModelSpec,
+    TextStep,
+    pixel_input,
+    text_inputs,
+)
+from mmembed.core.preprocessing import PILLOW_CONVERT_DECODE, ImageSettings, TextSettings
+from mmembed.families.checkpoint_files import pad_token_id, read_json
+from mmembed.families.jinaclip2 import layout
+from mmembed.families.jinaclip2.checkpoint import SIZES, make_checkpoint
+from mmembed.families.jinaclip2.eva02 import Eva02Config, Eva02VisionTower
+from mmembed.families.jinaclip2.text_tower import JinaTextTower
+
+# The transformer blocks of both towers: what may run in fp8 (embeddings, norms, heads stay wider).
+PRECISION_SCOPE = r"^\.(blocks|encoder\.layers)\.\d+\."
 
 MAX_TEXT_TOKENS = 512  # the official encode_text truncation; the model itself accepts up to 8192
 _OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
@@ -92,66 +107,73 @@ def _square_size(size: Any) -> int:
 def text_settings(checkpoint: Path) -> TextSettings:
     """Token ids with `<s>`/`</s>`, padded with the tokenizer's pad id, which the tower masks out: so
     each request is padded only as far as its longest text needs."""
-    from tokenizers import Tokenizer
-
     settings = layout.text_settings_of(read_json(checkpoint, "config.json"))
-    tokenizer_config = read_json(checkpoint, "tokenizer_config.json")
-    pad_token = tokenizer_config.get("pad_token", "<pad>")
-    if isinstance(pad_token, dict):
-        pad_token = pad_token["content"]
-    pad_id = Tokenizer.from_file(str(checkpoint / "tokenizer.json")).token_to_id(pad_token)
-    if pad_id is None or pad_id != int(settings.get("pad_token_id", 1)):
-        raise CheckpointError(f"tokenizer pad token {pad_token!r} (id {pad_id}) is not the model's pad_token_id")
+    pad_id = pad_token_id(checkpoint)
+    if pad_id != int(settings.get("pad_token_id", 1)):
+        raise CheckpointError(f"the tokenizer's pad token (id {pad_id}) is not the model's pad_token_id")
     max_length = min(MAX_TEXT_TOKENS, int(settings["max_position_embeddings"]) - 2)
     return TextSettings(max_length=max_length, pad_token_id=pad_id, lowercase=False, pad_to_longest=True)
 
 
-def query_instruction(checkpoint: Path) -> str:
-    return layout.query_instruction(read_json(checkpoint, "config.json"))
-
-
-def matryoshka_dimensions(checkpoint: Path) -> tuple[int, ...]:
+def describe(checkpoint: Path) -> ModelSpec:
+    """Two towers into one space: NAME_image -> vision, NAME_text -> text, and NAME_query -> text with
+    the retrieval instruction in front."""
     config = read_json(checkpoint, "config.json")
-    return tuple(int(d) for d in config.get("matryoshka_dimensions") or ())
-
-
-def load_towers(checkpoint: Path) -> Towers:
-    vision, text, _ = layout.load_official_towers(checkpoint)
-    return Towers(
-        vision=vision,
-        text=text,
-        dimension=vision.config.output_dim,
-        vocab_size=int(text.encoder.config.vocab_size),
+    image, text = image_settings(checkpoint), text_settings(checkpoint)
+    vision = layout.vision_config(config)
+    vocab_size = int(layout.text_settings_of(config)["vocab_size"])
+    dimension = vision.output_dim
+    query = replace(text, prefix=layout.query_instruction(config))
+    return ModelSpec(
+        encoders=(
+            EncoderSpec(
+                name="vision", inputs=(pixel_input(image),), dimension=dimension, precision_scope=PRECISION_SCOPE
+            ),
+            EncoderSpec(
+                name="text", inputs=text_inputs(text, vocab_size), dimension=dimension, precision_scope=PRECISION_SCOPE
+            ),
+        ),
+        ensembles=(
+            EnsembleSpec(modality="image", steps=(ImageStep(settings=image),), encoder="vision"),
+            EnsembleSpec(modality="text", steps=(TextStep(settings=text),), encoder="text"),
+            EnsembleSpec(modality="query", steps=(TextStep(settings=query),), encoder="text"),
+        ),
+        matryoshka_dimensions=tuple(int(d) for d in config.get("matryoshka_dimensions") or ()),
     )
+
+
+def load_encoders(checkpoint: Path) -> dict[str, torch.nn.Module]:
+    """The official weights on the clean-room towers, text LoRA merged, fp32 eval mode."""
+    vision, text, _ = layout.load_official_towers(checkpoint)
+    return {"vision": vision, "text": text}
 
 
 _TOWER_CONFIG = "mmembed_tower.json"
 
 
-def save_tower(towers: Towers, modality: Modality, out: Path) -> None:
+def save_encoder(name: str, encoder: torch.nn.Module, out: Path) -> None:
     """One tower (already LoRA-merged) as our own config + fp32 safetensors, for the torch runtime."""
     from safetensors.torch import save_file
 
-    tower = towers.vision if modality == "image" else towers.text
-    if isinstance(tower, Eva02VisionTower):
-        config: dict[str, Any] = {"vision": tower.config.to_dict()}
-    elif isinstance(tower, JinaTextTower):
-        config = {"text": tower.encoder.config.to_dict()}
+    if isinstance(encoder, Eva02VisionTower):
+        config: dict[str, Any] = {"vision": encoder.config.to_dict()}
+    elif isinstance(encoder, JinaTextTower):
+        config = {"text": encoder.encoder.config.to_dict()}
     else:
-        raise TypeError(f"not a JinaCLIP tower: {type(tower).__name__}")
+        raise TypeError(f"encoder {name}: not a JinaCLIP tower but {type(encoder).__name__}")
     out.mkdir(parents=True, exist_ok=True)
     (out / _TOWER_CONFIG).write_text(json.dumps(config, indent=2))
-    weights = {k: v.detach().cpu().contiguous() for k, v in tower.state_dict().items()}
+    weights = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
     save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
 
 
-def load_tower(folder: Path, modality: Modality) -> torch.nn.Module:
+def load_encoder(name: str, folder: Path) -> torch.nn.Module:
     from safetensors.torch import load_file
     from transformers import JinaEmbeddingsV3Config
 
     config = read_json(folder, _TOWER_CONFIG)
     tower: torch.nn.Module
-    if modality == "image":
+    if name == "vision":
         tower = Eva02VisionTower(Eva02Config(**config["vision"]))
     else:
         tower = JinaTextTower(JinaEmbeddingsV3Config(**config["text"]))
@@ -163,12 +185,8 @@ FAMILY = ModelFamily(
     name="jinaclip2",
     sizes=tuple(SIZES),
     make_checkpoint=make_checkpoint,
-    image_settings=image_settings,
-    text_settings=text_settings,
-    load_towers=load_towers,
-    save_tower=save_tower,
-    load_tower=load_tower,
-    fp8_scope=r"^\.(blocks|encoder\.layers)\.\d+\.",
-    query_instruction=query_instruction,
-    matryoshka_dimensions=matryoshka_dimensions,
+    describe=describe,
+    load_encoders=load_encoders,
+    save_encoder=save_encoder,
+    load_encoder=load_encoder,
 )

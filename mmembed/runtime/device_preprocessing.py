@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mmembed.preprocessing import (
+from mmembed.core.preprocessing import (
     MAX_ASPECT_RATIO,
     ImageSettings,
     InvalidInputError,

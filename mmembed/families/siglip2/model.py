@@ -12,16 +12,23 @@ from typing import Any
 
 import torch
 
-from mmembed.families.base import (
+from mmembed.core.contract import (
     CheckpointError,
-    Modality,
+    EncoderSpec,
+    EnsembleSpec,
+    ImageStep,
     ModelFamily,
-    Towers,
-    image_processor_config,
-    read_json,
+    ModelSpec,
+    TextStep,
+    pixel_input,
+    text_inputs,
 )
-from mmembed.families.siglip2_checkpoint import SIZES, make_checkpoint
-from mmembed.preprocessing import TRANSFORMERS_DECODE, ImageSettings, TextSettings
+from mmembed.core.preprocessing import TRANSFORMERS_DECODE, ImageSettings, TextSettings
+from mmembed.families.checkpoint_files import image_processor_config, pad_token_id, read_json
+from mmembed.families.siglip2.checkpoint import SIZES, make_checkpoint
+
+# The transformer blocks' Linear layers: what may run in fp8 (patch embedding, norms, heads stay wider).
+PRECISION_SCOPE = r"\.encoder\.layers\.\d+\."
 
 
 def image_settings(checkpoint: Path) -> ImageSettings:
@@ -52,23 +59,44 @@ def image_settings(checkpoint: Path) -> ImageSettings:
 def text_settings(checkpoint: Path) -> TextSettings:
     """Text settings: full-length padding to the model's position count (the config's, or transformers'
     default for a config that leaves it out, as the official ones do) with the tokenizer's pad token."""
-    from tokenizers import Tokenizer
-    from transformers import SiglipConfig
-
-    config: Any = SiglipConfig.from_dict(read_json(checkpoint, "config.json"))
+    config = _config(checkpoint)
     tokenizer_config = read_json(checkpoint, "tokenizer_config.json")
-    pad_token = tokenizer_config.get("pad_token", "<pad>")
-    if isinstance(pad_token, dict):  # older tokenizer configs store AddedToken dicts
-        pad_token = pad_token["content"]
-    tokenizer = Tokenizer.from_file(str(checkpoint / "tokenizer.json"))
-    pad_id = tokenizer.token_to_id(pad_token)
-    if pad_id is None:
-        raise CheckpointError(f"pad token {pad_token!r} is not in {checkpoint / 'tokenizer.json'}")
     # The model was trained on lowercased text; its GemmaTokenizer does not lowercase, whatever
     # `do_lower_case` says, so the preprocessing does.
     lowercase = bool(tokenizer_config.get("do_lower_case", True))
     return TextSettings(
-        max_length=int(config.text_config.max_position_embeddings), pad_token_id=pad_id, lowercase=lowercase
+        max_length=int(config.text_config.max_position_embeddings),
+        pad_token_id=pad_token_id(checkpoint),
+        lowercase=lowercase,
+    )
+
+
+def _config(checkpoint: Path) -> Any:
+    """The checkpoint's config with transformers' defaults for the keys it leaves out."""
+    from transformers import SiglipConfig
+
+    return SiglipConfig.from_dict(read_json(checkpoint, "config.json"))
+
+
+def describe(checkpoint: Path) -> ModelSpec:
+    """Two towers into one space: NAME_image -> vision, NAME_text -> text."""
+    image, text = image_settings(checkpoint), text_settings(checkpoint)
+    config = _config(checkpoint)
+    dimension = int(config.vision_config.hidden_size)
+    vocab_size = int(config.text_config.vocab_size)
+    return ModelSpec(
+        encoders=(
+            EncoderSpec(
+                name="vision", inputs=(pixel_input(image),), dimension=dimension, precision_scope=PRECISION_SCOPE
+            ),
+            EncoderSpec(
+                name="text", inputs=text_inputs(text, vocab_size), dimension=dimension, precision_scope=PRECISION_SCOPE
+            ),
+        ),
+        ensembles=(
+            EnsembleSpec(modality="image", steps=(ImageStep(settings=image),), encoder="vision"),
+            EnsembleSpec(modality="text", steps=(TextStep(settings=text),), encoder="text"),
+        ),
     )
 
 
@@ -93,28 +121,28 @@ class _PooledOutput(torch.nn.Module):
 
 # Each tower's weights keep the key prefix they have in SiglipModel, which is also the prefix of
 # SiglipVisionModel / SiglipTextModel, so a tower folder loads with plain `from_pretrained`.
-_TOWER_PREFIX: dict[str, str] = {"image": "vision_model.", "text": "text_model."}
+_TOWER_PREFIX: dict[str, str] = {"vision": "vision_model.", "text": "text_model."}
 
 
-def save_tower(towers: Towers, modality: Modality, out: Path) -> None:
-    """Write one of TOWERS (from `load_towers`) into OUT: config.json + model.safetensors, fp32."""
+def save_encoder(name: str, encoder: torch.nn.Module, out: Path) -> None:
+    """Write encoder NAME (from `load_encoders`) alone into OUT: config.json + model.safetensors, fp32."""
     from safetensors.torch import save_file
 
-    model: Any = towers.vision.model  # the SiglipModel that both towers wrap
-    prefix = _TOWER_PREFIX[modality]
+    model: Any = encoder.model  # the SiglipModel that both towers wrap
+    prefix = _TOWER_PREFIX[name]
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k.startswith(prefix)}
     out.mkdir(parents=True, exist_ok=True)
-    config: Any = model.config.vision_config if modality == "image" else model.config.text_config
+    config: Any = model.config.vision_config if name == "vision" else model.config.text_config
     config.save_pretrained(out)
     save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
 
 
-def load_tower(folder: Path, modality: Modality) -> torch.nn.Module:
-    """A tower folder written by `save_tower`, in fp32 eval mode with SDPA attention."""
+def load_encoder(name: str, folder: Path) -> torch.nn.Module:
+    """An encoder folder written by `save_encoder`, in fp32 eval mode with SDPA attention."""
     from transformers import SiglipTextModel, SiglipVisionModel
 
     _quiet()
-    model_class = SiglipVisionModel if modality == "image" else SiglipTextModel
+    model_class = SiglipVisionModel if name == "vision" else SiglipTextModel
     model = model_class.from_pretrained(folder, attn_implementation="sdpa", dtype=torch.float32)
     return _PooledOutput(model).eval()
 
@@ -139,28 +167,21 @@ class _TextTower(torch.nn.Module):
         return output
 
 
-def load_towers(checkpoint: Path) -> Towers:
+def load_encoders(checkpoint: Path) -> dict[str, torch.nn.Module]:
     """The checkpoint's towers in fp32 eval mode, with SDPA attention (exports as plain ONNX ops)."""
     from transformers import SiglipModel
 
     _quiet()
     model = SiglipModel.from_pretrained(checkpoint, attn_implementation="sdpa", dtype=torch.float32).eval()
-    return Towers(
-        vision=_VisionTower(model).eval(),
-        text=_TextTower(model).eval(),
-        dimension=int(model.config.vision_config.hidden_size),
-        vocab_size=int(model.config.text_config.vocab_size),
-    )
+    return {"vision": _VisionTower(model).eval(), "text": _TextTower(model).eval()}
 
 
 FAMILY = ModelFamily(
     name="siglip2",
     sizes=tuple(SIZES),
     make_checkpoint=make_checkpoint,
-    image_settings=image_settings,
-    text_settings=text_settings,
-    load_towers=load_towers,
-    save_tower=save_tower,
-    load_tower=load_tower,
-    fp8_scope=r"\.encoder\.layers\.\d+\.",
+    describe=describe,
+    load_encoders=load_encoders,
+    save_encoder=save_encoder,
+    load_encoder=load_encoder,
 )

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from mmembed.preprocessing import InvalidInputError
+from mmembed.core.preprocessing import InvalidInputError
 
 T = TypeVar("T")
 

@@ -20,9 +20,10 @@ from typing import Any
 
 import torch
 
-from mmembed.families.base import CheckpointError, read_json
-from mmembed.families.eva02 import Eva02Config, Eva02VisionTower, rotary_tables
-from mmembed.families.jina_text import JinaTextTower, text_config
+from mmembed.core.contract import CheckpointError
+from mmembed.families.checkpoint_files import read_json
+from mmembed.families.jinaclip2.eva02 import Eva02Config, Eva02VisionTower, rotary_tables
+from mmembed.families.jinaclip2.text_tower import JinaTextTower, text_config
 
 VISION_PREFIX = "vision_model."
 TEXT_PREFIX = "text_model.transformer.roberta."
