@@ -46,7 +46,7 @@ def build_artefact(
         return _torch_encoder(family, module, settings, version / TOWER_FOLDER, real_inputs)
     log(f"exporting {model} to ONNX")
     graph = export_encoder(module, settings.spec, version)
-    reports = [check_parity(module, settings.spec, graph, name=model)]
+    reports = [check_parity(module, settings.spec, graph, name=model, real_inputs=real_inputs)]
     if settings.runtime is Runtime.TENSORRT:
         reports += _tensorrt_plan(module, settings, graph, real_inputs, calibration, timing_cache, log)
     return reports

@@ -242,6 +242,11 @@ def _check_request(request: ExportRequest) -> None:
         raise ExportError("image preprocessing torch runs beside runtime torch's encoders: use --runtime torch")
     if request.image_decode not in IMAGE_DECODES:
         raise ExportError(f"image decoding {request.image_decode!r}: choose {' or '.join(IMAGE_DECODES)}")
+    if request.runtime is Runtime.TORCH and request.family.load_encoder.__module__ == "__main__":
+        raise ExportError(
+            f"runtime torch imports family {request.family.name}'s module inside tritonserver, and a script's "
+            "__main__ cannot be imported there: move the family into a module of an installed package"
+        )
     if request.device not in ("cuda", "cpu"):
         raise ExportError(f"device {request.device!r}: choose cuda or cpu")
     if request.name and not request.name.replace("_", "").replace("-", "").isalnum():

@@ -38,10 +38,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from mmembed.bench.run import BenchConfig
+    from mmembed.client import ClientOptions
     from mmembed.core.preprocessing import InputLimits
     from mmembed.core.types import Precision, Runtime
     from mmembed.export import BatchingOptions, ExportRequest
     from mmembed.families import FAMILIES
+    from mmembed.loadtest.run import LoadTestPlan
     from mmembed.serving.server import ServerSettings
 
     parser = argparse.ArgumentParser(prog="mmembed", description=__doc__.splitlines()[0])
@@ -61,13 +64,17 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--revision", default=None, help="with a hub model id: branch, tag or commit")
     export.add_argument("--repository", type=Path, required=True, help="model repository folder to write into")
     export.add_argument("--name", default=None, help="served model name (default: the family name)")
-    export.add_argument("--runtime", default=ExportRequest.runtime.value, choices=[r.value for r in Runtime])
-    export.add_argument("--precision", default=ExportRequest.precision.value, choices=[p.value for p in Precision])
+    export.add_argument(
+        "--runtime", default=ExportRequest.runtime.value, choices=[r.value for r in Runtime], help="where encoders run"
+    )
+    export.add_argument(
+        "--precision", default=ExportRequest.precision.value, choices=[p.value for p in Precision], help="gated vs fp32"
+    )
     export.add_argument(
         "--device", default=ExportRequest.device, choices=["cuda", "cpu"], help="runtime torch: where it runs"
     )
     export.add_argument("--fast-jpeg", action="store_true", help="decode large JPEGs at reduced scale (faster)")
-    export.add_argument("--compile", action="store_true", help="runtime torch: torch.compile the towers at load")
+    export.add_argument("--compile", action="store_true", help="runtime torch: torch.compile the encoders at load")
     export.add_argument(
         "--image-preprocess",
         default=ExportRequest.image_preprocess,
@@ -135,29 +142,37 @@ def _parser() -> argparse.ArgumentParser:
         help="a file whose whole content (UTF-8, final newline dropped) is one text; - reads standard input "
         "(repeatable; after the --text texts)",
     )
-    embed.add_argument("--url", default="localhost:8001", help="Triton gRPC endpoint host:port")
+    embed.add_argument("--url", default=f"localhost:{ServerSettings.grpc_port}", help="Triton gRPC endpoint host:port")
     embed.add_argument("--similarity", action="store_true", help="print the image x text cosine matrix instead")
     embed.add_argument("--query", action="store_true", help="embed the texts as search queries")
     embed.add_argument("--dimensions", type=int, default=None, help="Matryoshka: keep this many dimensions")
-    embed.add_argument("--timeout", type=float, default=60.0, help="seconds for the whole call")
+    embed.add_argument("--timeout", type=float, default=ClientOptions.timeout_s, help="seconds for the whole call")
     embed.add_argument("--ssl", action="store_true", help="gRPC over TLS")
     embed.add_argument("--root-cert", default=None, help="PEM file of the CA to trust (default: the system's)")
     embed.add_argument("--api-key", default=os.environ.get("MMEMBED_API_KEY"), help="default: $MMEMBED_API_KEY")
     embed.set_defaults(run=_embed)
 
     bench = commands.add_parser("bench", help="measure served, encoder-only and transformers-baseline throughput")
-    bench.add_argument("--family", default="siglip2", choices=sorted(FAMILIES))
-    bench.add_argument("--size", default="so400m-512", help="checkpoint size to build (tiny for a CPU rehearsal)")
-    bench.add_argument("--precision", action="append", choices=["fp32", "fp16", "bf16", "fp8"], help="repeatable")
-    bench.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
-    bench.add_argument("--seconds", type=float, default=30.0, help="length of each served image phase")
-    bench.add_argument("--processes", type=int, default=4, help="load-generator processes")
-    bench.add_argument("--threads", type=int, default=8, help="concurrent users per process")
-    bench.add_argument("--preprocess-instances", type=int, default=8)
-    bench.add_argument("--encoder-instances", type=int, default=2)
-    bench.add_argument("--compile", action="store_true", help="torch.compile the towers (served and alone)")
+    bench.add_argument("--family", default=BenchConfig.family, choices=sorted(FAMILIES))
+    bench.add_argument("--size", default=BenchConfig.size, help="checkpoint size to build (tiny for a CPU rehearsal)")
     bench.add_argument(
-        "--image-preprocess", default="pillow", choices=["pillow", "torch"], help="served image preprocessing"
+        "--precision",
+        action="append",
+        choices=[p.value for p in Precision],
+        help=f"repeatable (default: {' and '.join(BenchConfig.precisions)})",
+    )
+    bench.add_argument("--device", default=BenchConfig.device, choices=["cuda", "cpu"])
+    bench.add_argument("--seconds", type=float, default=BenchConfig.seconds, help="length of each served image phase")
+    bench.add_argument("--processes", type=int, default=BenchConfig.processes, help="load-generator processes")
+    bench.add_argument("--threads", type=int, default=BenchConfig.threads, help="concurrent users per process")
+    bench.add_argument("--preprocess-instances", type=int, default=BenchConfig.preprocess_instances)
+    bench.add_argument("--encoder-instances", type=int, default=BenchConfig.encoder_instances)
+    bench.add_argument("--compile", action="store_true", help="torch.compile the encoders (served and alone)")
+    bench.add_argument(
+        "--image-preprocess",
+        default=BenchConfig.image_preprocess,
+        choices=["pillow", "torch"],
+        help="served image preprocessing",
     )
     bench.add_argument("--work-dir", type=Path, default=Path("mmembed-bench"), help="checkpoint + repository")
     bench.add_argument("--report", type=Path, default=None, help="also write the full result as JSON here")
@@ -166,20 +181,26 @@ def _parser() -> argparse.ArgumentParser:
     bench.set_defaults(run=_bench)
 
     load = commands.add_parser("loadtest", help="Locust load test of a served model; writes a report and chart")
-    load.add_argument("--url", default="localhost:8001", help="Triton gRPC endpoint host:port")
+    load.add_argument("--url", default=f"localhost:{ServerSettings.grpc_port}", help="Triton gRPC endpoint host:port")
     load.add_argument("--model", required=True)
-    load.add_argument("--users", type=int, default=8, help="concurrent users (each one request at a time)")
-    load.add_argument("--spawn-rate", type=float, default=8.0, help="users started per second")
-    load.add_argument("--duration", default="60s", help="how long: 90, 90s, 5m, 1h")
-    load.add_argument("--mix", default="pairs", choices=["images", "texts", "pairs"])
-    load.add_argument("--batch-size", type=int, default=8, help="items per request")
+    load.add_argument(
+        "--users", type=int, default=LoadTestPlan.users, help="concurrent users (each one request at a time)"
+    )
+    load.add_argument("--spawn-rate", type=float, default=LoadTestPlan.spawn_rate, help="users started per second")
+    load.add_argument("--duration", default=f"{LoadTestPlan.duration_s:g}s", help="how long: 90, 90s, 5m, 1h")
+    load.add_argument("--mix", default=LoadTestPlan.mix, choices=["images", "texts", "pairs"])
+    load.add_argument("--batch-size", type=int, default=LoadTestPlan.batch_size, help="items per request")
     load.add_argument("--corpus", type=Path, default=None, help="folder of images (default: generated JPEGs)")
-    load.add_argument("--workers", type=int, default=0, help="local Locust workers (distributed mode)")
+    load.add_argument(
+        "--workers", type=int, default=LoadTestPlan.workers, help="local Locust workers (distributed mode)"
+    )
     load.add_argument("--report-dir", type=Path, default=Path("loadtest-report"))
     load.add_argument("--metrics-url", default=None, help="Triton metrics (default: http://HOST:8002/metrics)")
     load.add_argument("--gpu", default=None, help="GPU name in the prices file, for the cost line")
     load.add_argument("--gpu-price-per-hour", type=float, default=None, help="or the GPU's price, for the cost line")
-    load.add_argument("--utilization", type=float, default=1.0, help="expected average use, for the cost line")
+    load.add_argument(
+        "--utilization", type=float, default=LoadTestPlan.utilization, help="expected average use, for the cost line"
+    )
     load.set_defaults(run=_loadtest)
 
     cost = commands.add_parser("cost", help="cost per 1M image-text pairs and break-even against managed APIs")
@@ -191,7 +212,19 @@ def _parser() -> argparse.ArgumentParser:
     cost.add_argument("--image-size", default="512x512", help="WIDTHxHEIGHT of the image an API bills")
     cost.add_argument("--prices", type=Path, default=None, help="JSON merged over the bundled prices.json")
     cost.set_defaults(run=_cost)
+    for command in commands.choices.values():
+        command.formatter_class = _ShowDefaults
     return parser
+
+
+class _ShowDefaults(argparse.HelpFormatter):
+    """--help shows each option's default (taken from the settings dataclasses) unless its help says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or not action.option_strings or action.default in (None, False, [], argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)".strip()
 
 
 def _checkpoint(args: argparse.Namespace) -> int:
@@ -356,7 +389,7 @@ def _bench(args: argparse.Namespace) -> int:
         work_dir=args.work_dir,
         family=args.family,
         size=args.size,
-        precisions=tuple(args.precision or ["bf16", "fp8"]),
+        precisions=tuple(args.precision or BenchConfig.precisions),
         device=args.device,
         seconds=args.seconds,
         processes=args.processes,

@@ -28,8 +28,14 @@ class TritonPythonModel:
         folder = version_folder(args)
         settings = EncoderSettings.load(folder)
         settings = replace(settings, device=instance_device(args, settings.device))
-        load_encoder = importlib.import_module(settings.family_module).load_encoder
-        module = load_encoder(settings.spec.name, folder / TOWER_FOLDER)
+        try:
+            family_module = importlib.import_module(settings.family_module)
+        except ImportError as e:
+            raise RuntimeError(
+                f"the module that loads this encoder, {settings.family_module!r}, cannot be imported inside "
+                f"tritonserver ({e}): install the package that defines the family in the server's Python"
+            ) from None
+        module = family_module.load_encoder(settings.spec.name, folder / TOWER_FOLDER)
         self.input_names = [spec.name for spec in settings.spec.inputs]
         self.output_name = settings.spec.output
         self.encoder = build_encoder(module, settings, name=args["model_name"])

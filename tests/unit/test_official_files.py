@@ -20,6 +20,7 @@ from transformers import SiglipConfig
 from mmembed.core.contract import CheckpointError
 from mmembed.core.preprocessing import PILLOW_CONVERT_DECODE, TRANSFORMERS_DECODE
 from mmembed.families import get_family
+from mmembed.families.fabricated_tokenizers import gemma_like_tokenizer, xlm_roberta_like_tokenizer
 from mmembed.families.jinaclip2 import checkpoint as jina_files
 from mmembed.families.jinaclip2.eva02 import Eva02Config
 from mmembed.families.jinaclip2.layout import text_settings_of, vision_config
@@ -98,7 +99,7 @@ def siglip_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tokenizer.json laid out like Gemma's 256,000-token one (the real file is 34 MB)."""
     config = json.loads((FIXTURES / "google__siglip2-so400m-patch16-512" / "tokenizer_config.json").read_text())
     path = tmp_path_factory.mktemp("gemma") / "tokenizer.json"
-    siglip_files.train_tokenizer(256000, config["added_tokens_decoder"]).save(str(path))
+    gemma_like_tokenizer(256000, config["added_tokens_decoder"]).save(str(path))
     return path
 
 
@@ -137,7 +138,7 @@ def jina_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tokenizer.json laid out like XLM-RoBERTa's 250,002-piece one."""
     config = json.loads((FIXTURES / "jinaai__jina-clip-v2" / "tokenizer_config.json").read_text())
     path = tmp_path_factory.mktemp("xlmr") / "tokenizer.json"
-    jina_files.train_tokenizer(250002, config["added_tokens_decoder"]).save(str(path))
+    xlm_roberta_like_tokenizer(250002, config["added_tokens_decoder"]).save(str(path))
     return path
 
 

@@ -9,19 +9,18 @@ spaces as "▁", byte fallback, `<eos>` appended to every text.
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from mmembed.core.contract import CheckpointError
+from mmembed.families.fabricated_tokenizers import gemma_like_tokenizer
 from mmembed.families.official import (
     official_bytes,
     official_json,
     overlay,
     shrink_token_ids,
-    split_added_tokens,
 )
 
 MODEL_ID = "google/siglip2-so400m-patch16-512"
@@ -49,8 +48,6 @@ SIZES: dict[str, dict[str, Any]] = {
         },
     },
 }
-_MAX_TRAINED_TOKENS = 4096  # a 256,000-token vocabulary is filled with placeholders past this
-_BYTE_TOKENS = [f"<0x{value:02X}>" for value in range(256)]
 
 
 def official_files(size: str) -> dict[str, bytes]:
@@ -92,47 +89,4 @@ def make_checkpoint(size: str, out: Path) -> None:
     for name, data in files.items():
         (out / name).write_bytes(data)
     added = json.loads(files["tokenizer_config.json"])["added_tokens_decoder"]
-    train_tokenizer(int(config["text_config"]["vocab_size"]), added).save(str(out / "tokenizer.json"))
-
-
-def train_tokenizer(vocab_size: int, added_tokens: dict[str, dict[str, Any]]) -> Any:
-    """A BPE shaped like Gemma's tokenizer.json: ADDED_TOKENS (a tokenizer config's `added_tokens_decoder`)
-    at their ids, spaces normalised to "▁", byte fallback for characters outside the vocabulary, `<eos>`
-    appended to every text, and VOCAB_SIZE ids in all."""
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-
-    leading, trailing, entries = split_added_tokens(added_tokens)
-    room = min(vocab_size - len(trailing), _MAX_TRAINED_TOKENS) - len(_BYTE_TOKENS)
-    tokenizer = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
-    tokenizer.normalizer = normalizers.Replace(" ", "▁")
-    # Words are learned separately, then the pre-tokenizer is dropped, as in Gemma's file.
-    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex("▁[^▁]*"), behavior="isolated")
-    tokenizer.train_from_iterator(_training_corpus(), trainers.BpeTrainer(vocab_size=room, special_tokens=leading))
-    layout = json.loads(tokenizer.to_str())
-    vocab: dict[str, int] = layout["model"]["vocab"]
-    for token in _BYTE_TOKENS:
-        vocab.setdefault(token, len(vocab))
-    for index in range(len(vocab), vocab_size):  # ids no trained token holds: placeholders, then the tail
-        vocab[trailing[index]["content"] if index in trailing else f"<mmembed_unused_{index}>"] = index
-    layout["pre_tokenizer"] = None
-    layout["added_tokens"] = entries
-    tokenizer = Tokenizer.from_str(json.dumps(layout))
-    tokenizer.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
-    eos = tokenizer.token_to_id("<eos>")
-    tokenizer.post_processor = processors.TemplateProcessing(single="$A <eos>", special_tokens=[("<eos>", eos)])
-    return tokenizer
-
-
-_WORDS = (
-    "a an the this that of on in under with without and or photo picture image drawing painting sketch cat dog "
-    "bird horse cow sheep fish car truck bus bicycle train plane boat house tree flower street city beach "
-    "mountain river sky cloud sun moon night day red green blue yellow black white orange purple small large old "
-    "young happy running sitting standing sleeping eating two three many people man woman child person group "
-    "table chair bed window door kitchen food pizza cake coffee cup book phone computer screen sign text logo "
-    "product shoe shirt dress bag watch close-up view of from above"
-)
-
-
-def _training_corpus() -> list[str]:
-    rng, words = random.Random(0), _WORDS.split()
-    return [" ".join(rng.choices(words, k=rng.randint(3, 12))) for _ in range(4000)]
+    gemma_like_tokenizer(int(config["text_config"]["vocab_size"]), added).save(str(out / "tokenizer.json"))
