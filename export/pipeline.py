@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmembed.core.contract import EnsembleSpec, ImageStep, ModelFamily, ModelSpec, PreprocessStep, TextStep
+from mmembed.core.contract import EncoderSpec, EnsembleSpec, ImageStep, ModelFamily, ModelSpec, PreprocessStep, TextStep
 from mmembed.core.encoder_settings import EncoderSettings
 from mmembed.core.gate_reference import GateReference
 from mmembed.core.numeric_gate import GateReport
 from mmembed.core.preprocessing import DISPLAY_DECODE, InputLimits
-from mmembed.core.types import SUPPORTED_PRECISIONS, Precision, Runtime
+from mmembed.core.types import SUPPORTED_PRECISIONS, Modality, Precision, Runtime
 from mmembed.export.encoders import build_artefact
 from mmembed.export.onnx_graph import run_module
 from mmembed.export.repository import (
@@ -88,73 +88,107 @@ def export_model(request: ExportRequest, log: Callable[[str], None] = print) -> 
     _check_request(request)
     if request.runtime is Runtime.TENSORRT:
         require_tensorrt()  # before minutes of export, not after
-    family, checkpoint = request.family, request.checkpoint
+    family = request.family
     names = ModelNames(name=request.name or family.name)
-    log(f"reading {family.name} checkpoint {checkpoint}")
+    log(f"reading {family.name} checkpoint {request.checkpoint}")
     spec = served_spec(request)
-    modules = family.load_encoders(checkpoint)
+    modules = family.load_encoders(request.checkpoint)
     if sorted(modules) != sorted(encoder.name for encoder in spec.encoders):
         raise ExportError(f"family {family.name} loaded encoders {sorted(modules)} but declares {spec.encoders}")
     request.repository.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=request.repository, prefix=".staging-") as scratch:
         staging = Path(scratch)
         samples = {ensemble.modality: sample_items(ensemble) for ensemble in spec.ensembles}
-        parity: list[GateReport] = []
-        for encoder in spec.encoders:
-            feeding = next(ensemble for ensemble in spec.ensembles if ensemble.encoder == encoder.name)
-            settings = _encoder_settings(request, family, encoder.name, spec)
-            reports = build_artefact(
-                family,
-                modules[encoder.name],
-                settings,
-                staging / names.encoder(encoder.name) / "1",
-                real_inputs=encoder_inputs(feeding, samples[feeding.modality], checkpoint),
-                calibration=encoder_inputs(feeding, sample_items(feeding, first_seed=100), checkpoint),
-                timing_cache=request.repository / TIMING_CACHE_FILE,
-                log=log,
-            )
-            for report in reports:
-                log(f"  gate {report.line()}")
-            parity.extend(reports)
-            write_encoder(staging, names, settings, batching_for(encoder, request.batching))
-        for ensemble in spec.ensembles:
-            encoder = spec.encoder(ensemble.encoder)
-            write_ensemble(
-                staging,
-                names,
-                ensemble,
-                encoder,
-                batching_for(encoder, request.batching),
-                checkpoint=checkpoint,
-                metadata=_described(request, spec, ensemble),
-                image_device=request.device if request.image_preprocess == "torch" else None,
-            )
-            items = samples[ensemble.modality]
-            reference = _reference(modules[encoder.name], spec, ensemble, items, request)
-            write_gate_reference(staging, names, ensemble, reference)
-        limits = [batching_for(encoder, request.batching).max_batch_size for encoder in spec.encoders]
-        widest = replace(request.batching, max_batch_size=max(limits))
-        gpu_tensors = request.runtime is Runtime.TORCH and request.device == "cuda"
-        normalize = write_l2_normalize(staging, names, spec.dimension, widest, gpu=gpu_tensors)
+        parity = _build_encoders(request, spec, modules, samples, staging, names, log)
+        _write_ensembles(request, spec, modules, samples, staging, names)
         report = ExportReport(
             name=names.name,
             family=family.name,
-            checkpoint=str(checkpoint.resolve()),
+            checkpoint=str(request.checkpoint.resolve()),
             runtime=request.runtime.value,
             precision=request.precision.value,
             dimension=spec.dimension,
             parity=parity,
             models=sorted(p.name for p in staging.iterdir()),
         )
-        (normalize / REPORT_FILE).write_text(json.dumps(asdict(report), indent=2))
-        for folder in staging.iterdir():
-            target = request.repository / folder.name
-            if target.exists():
-                shutil.rmtree(target)
-            folder.rename(target)
+        (staging / names.l2_normalize / REPORT_FILE).write_text(json.dumps(asdict(report), indent=2))
+        _move_into_place(staging, request.repository)
     ensembles = ", ".join(names.ensemble(ensemble.modality) for ensemble in spec.ensembles)
     log(f"wrote {len(report.models)} models to {request.repository}: ensembles {ensembles}")
     return report
+
+
+Samples = dict[Modality, dict[str, list[bytes]]]  # modality -> ensemble input -> items
+
+
+def _build_encoders(
+    request: ExportRequest,
+    spec: ModelSpec,
+    modules: dict[str, torch.nn.Module],
+    samples: Samples,
+    staging: Path,
+    names: ModelNames,
+    log: Callable[[str], None],
+) -> list[GateReport]:
+    """Each encoder's artefact and config, gated on random inputs and the samples of the first ensemble
+    that feeds it; the gate reports of all."""
+    parity: list[GateReport] = []
+    for encoder in spec.encoders:
+        feeding = next(ensemble for ensemble in spec.ensembles if ensemble.encoder == encoder.name)
+        settings = _encoder_settings(request, encoder)
+        reports = build_artefact(
+            request.family,
+            modules[encoder.name],
+            settings,
+            staging / names.encoder(encoder.name) / "1",
+            real_inputs=encoder_inputs(feeding, samples[feeding.modality], request.checkpoint),
+            calibration=encoder_inputs(feeding, sample_items(feeding, first_seed=100), request.checkpoint),
+            timing_cache=request.repository / TIMING_CACHE_FILE,
+            log=log,
+        )
+        for report in reports:
+            log(f"  gate {report.line()}")
+        parity.extend(reports)
+        write_encoder(staging, names, settings, batching_for(encoder, request.batching))
+    return parity
+
+
+def _write_ensembles(
+    request: ExportRequest,
+    spec: ModelSpec,
+    modules: dict[str, torch.nn.Module],
+    samples: Samples,
+    staging: Path,
+    names: ModelNames,
+) -> None:
+    """Every declared ensemble with its preprocessing and gate reference, and the shared normalisation."""
+    for ensemble in spec.ensembles:
+        encoder = spec.encoder(ensemble.encoder)
+        write_ensemble(
+            staging,
+            names,
+            ensemble,
+            encoder,
+            batching_for(encoder, request.batching),
+            checkpoint=request.checkpoint,
+            metadata=_described(request, spec, ensemble),
+            image_device=request.device if request.image_preprocess == "torch" else None,
+        )
+        reference = _reference(modules[encoder.name], spec, ensemble, samples[ensemble.modality], request)
+        write_gate_reference(staging, names, ensemble, reference)
+    limits = [batching_for(encoder, request.batching).max_batch_size for encoder in spec.encoders]
+    widest = replace(request.batching, max_batch_size=max(limits))
+    gpu_tensors = request.runtime is Runtime.TORCH and request.device == "cuda"
+    write_l2_normalize(staging, names, spec.dimension, widest, gpu=gpu_tensors)
+
+
+def _move_into_place(staging: Path, repository: Path) -> None:
+    """Every staged model into REPOSITORY, replacing an earlier export of the same name."""
+    for folder in staging.iterdir():
+        target = repository / folder.name
+        if target.exists():
+            shutil.rmtree(target)
+        folder.rename(target)
 
 
 def served_spec(request: ExportRequest) -> ModelSpec:
@@ -180,14 +214,13 @@ def served_spec(request: ExportRequest) -> ModelSpec:
     return replace(spec, ensembles=ensembles)
 
 
-def _encoder_settings(request: ExportRequest, family: ModelFamily, name: str, spec: ModelSpec) -> EncoderSettings:
-    encoder = spec.encoder(name)
+def _encoder_settings(request: ExportRequest, encoder: EncoderSpec) -> EncoderSettings:
     return EncoderSettings(
         spec=encoder,
         runtime=request.runtime,
         precision=request.precision,
         max_batch_size=batching_for(encoder, request.batching).max_batch_size,
-        family_module=family.load_encoder.__module__,
+        family_module=request.family.load_encoder.__module__,
         device=request.device,
         compile=request.compile,
     )

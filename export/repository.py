@@ -141,8 +141,8 @@ def write_gate_reference(staging: Path, names: ModelNames, ensemble: EnsembleSpe
 
 def write_l2_normalize(
     staging: Path, names: ModelNames, dimension: int, batching: BatchingOptions, *, gpu: bool
-) -> Path:
-    """NAME_l2_normalize, shared by every ensemble; returns its folder."""
+) -> None:
+    """NAME_l2_normalize, shared by every ensemble."""
     config = python_model_config(
         names.l2_normalize,
         [_embedding(RAW_EMBEDDING, dimension)],
@@ -152,9 +152,7 @@ def write_l2_normalize(
         parameters=GPU_INPUTS if gpu else None,
         gpu=gpu,
     )
-    folder: Path = staging / names.l2_normalize
-    write_model(folder, config, L2_NORMALIZE)
-    return folder
+    write_model(staging / names.l2_normalize, config, L2_NORMALIZE)
 
 
 def batching_for(encoder: EncoderSpec, batching: BatchingOptions) -> BatchingOptions:

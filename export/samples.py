@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from mmembed.core.contract import EnsembleSpec, ImageStep, TextStep
-from mmembed.core.names import IMAGE_INPUT, TEXT_INPUT
+from mmembed.core.names import IMAGE_INPUT, PIXEL_VALUES, TEXT_INPUT
 from mmembed.core.preprocessing import TextTokenizer, image_pixels
 from mmembed.core.sample_images import CAPTIONS, synthetic_jpeg
 
@@ -34,9 +34,7 @@ def encoder_inputs(ensemble: EnsembleSpec, items: dict[str, list[bytes]], checkp
     for step in ensemble.steps:
         data = items[step.input]
         if isinstance(step, ImageStep):
-            inputs.update(
-                {name: np.stack([image_pixels(item, step.settings) for item in data]) for name in step.outputs}
-            )
+            inputs[PIXEL_VALUES] = np.stack([image_pixels(item, step.settings) for item in data])
         elif isinstance(step, TextStep):
             full_length = replace(step.settings, pad_to_longest=False)
             inputs.update(TextTokenizer(full_length, checkpoint).encode([item.decode() for item in data]))
