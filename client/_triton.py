@@ -17,9 +17,8 @@ from mmembed.core.names import EMBEDDING_OUTPUT, IMAGE_INPUT, PARAM_PREFIX, TEXT
 from mmembed.core.types import MODALITIES
 
 MODALITY_INPUT: dict[str, str] = {"image": IMAGE_INPUT, "text": TEXT_INPUT, "query": TEXT_INPUT}
-MODALITY_SUFFIX: dict[str, str] = {
-    modality: f"_{modality}" for modality in MODALITIES
-}  # model NAME serves NAME_<modality>
+# Model NAME is served as the ensembles NAME_<modality>.
+MODALITY_SUFFIX: dict[str, str] = {modality: f"_{modality}" for modality in MODALITIES}
 
 
 @contextmanager
