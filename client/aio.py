@@ -12,7 +12,13 @@ import numpy as np
 import tritonclient.grpc.aio as aioclient
 
 from mmembed.client import _triton
-from mmembed.client._errors import DeadlineExceededError, EmbeddingError, InvalidInputError, ModelNotFoundError
+from mmembed.client._errors import (
+    DeadlineExceededError,
+    EmbeddingError,
+    InvalidInputError,
+    ModelNotFoundError,
+    ServerUnavailableError,
+)
 from mmembed.client._inputs import ImageInput, image_bytes, text_bytes
 from mmembed.client._items import (
     BatchResult,
@@ -125,6 +131,14 @@ class AsyncEmbeddingClient:
         items, set_aside = convert_items(texts, text_bytes, skip)
         result = await self._embed(model, modality, items, self.options.text_batch_size, timeout_s, set_aside, skip)
         return _triton.truncate_result(result, dimensions)
+
+    async def ready(self) -> bool:
+        """Whether the server answers and says every model is ready (mmembed serve's strict readiness)."""
+        try:
+            with _triton.translated_errors():
+                return bool(await self._client.is_server_ready(headers=self._headers))
+        except ServerUnavailableError:
+            return False
 
     async def list_models(self) -> list[ModelInfo]:
         with _triton.translated_errors():

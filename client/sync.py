@@ -12,7 +12,13 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from mmembed.client import _triton
-from mmembed.client._errors import DeadlineExceededError, EmbeddingError, InvalidInputError, ModelNotFoundError
+from mmembed.client._errors import (
+    DeadlineExceededError,
+    EmbeddingError,
+    InvalidInputError,
+    ModelNotFoundError,
+    ServerUnavailableError,
+)
 from mmembed.client._inputs import ImageInput, image_bytes, text_bytes
 from mmembed.client._items import (
     BatchResult,
@@ -134,6 +140,14 @@ class EmbeddingClient:
         items, set_aside = convert_items(texts, text_bytes, skip)
         result = self._embed(model, modality, items, self.options.text_batch_size, timeout_s, set_aside, skip)
         return _triton.truncate_result(result, dimensions)
+
+    def ready(self) -> bool:
+        """Whether the server answers and says every model is ready (mmembed serve's strict readiness)."""
+        try:
+            with _triton.translated_errors():
+                return bool(self._client.is_server_ready(headers=self._headers))
+        except ServerUnavailableError:
+            return False
 
     def list_models(self) -> list[ModelInfo]:
         with _triton.translated_errors():

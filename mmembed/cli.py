@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     from mmembed.core.types import Precision, Runtime
     from mmembed.export import BatchingOptions, ExportRequest
     from mmembed.families import FAMILIES
+    from mmembed.gateway.app import GatewaySettings
+    from mmembed.gateway.fetch import FetchPolicy
     from mmembed.loadtest.run import LoadTestPlan
     from mmembed.serving.server import ServerSettings
 
@@ -151,6 +153,35 @@ def _parser() -> argparse.ArgumentParser:
     embed.add_argument("--root-cert", default=None, help="PEM file of the CA to trust (default: the system's)")
     embed.add_argument("--api-key", default=os.environ.get("MMEMBED_API_KEY"), help="default: $MMEMBED_API_KEY")
     embed.set_defaults(run=_embed)
+
+    gateway = commands.add_parser("gateway", help="an OpenAI-compatible /v1/embeddings API in front of Triton")
+    gateway.add_argument("--triton-url", default=GatewaySettings.triton_url, help="Triton gRPC endpoint host:port")
+    gateway.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    gateway.add_argument("--port", type=int, default=8080)
+    gateway.add_argument(
+        "--api-key-file",
+        type=Path,
+        default=None,
+        help="callers need 'Authorization: Bearer KEY' with a key from this file, one per line "
+        "(or $MMEMBED_GATEWAY_API_KEYS, comma-separated; default: no key)",
+    )
+    gateway.add_argument("--max-items", type=int, default=GatewaySettings.max_items, help="items per request")
+    gateway.add_argument(
+        "--max-request-bytes", type=int, default=GatewaySettings.max_request_bytes, help="per request body"
+    )
+    gateway.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain: HTTPS")
+    gateway.add_argument("--tls-key", type=Path, default=None, help="PEM private key for --tls-cert")
+    gateway.add_argument(
+        "--fetch-host",
+        action="append",
+        default=[],
+        help="fetch image URLs from this host ('*.example.com': its subdomains; repeatable; default: no URLs)",
+    )
+    gateway.add_argument("--fetch-max-bytes", type=int, default=FetchPolicy.max_bytes, help="per fetched image")
+    gateway.add_argument("--fetch-timeout", type=float, default=FetchPolicy.timeout_s, help="seconds per fetch")
+    gateway.add_argument("--triton-ssl", action="store_true", help="gRPC over TLS to Triton")
+    gateway.add_argument("--triton-api-key", default=os.environ.get("MMEMBED_API_KEY"), help="Triton's key")
+    gateway.set_defaults(run=_gateway)
 
     bench = commands.add_parser("bench", help="measure served, encoder-only and transformers-baseline throughput")
     bench.add_argument("--family", default=BenchConfig.family, choices=sorted(FAMILIES))
@@ -379,6 +410,39 @@ def _read_text_file(name: str) -> str:
     except UnicodeDecodeError as e:
         raise InvalidInputError(f"text file {name} is not UTF-8 (byte {e.start})") from None
     return text.removesuffix("\n")
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from mmembed.client import ClientOptions
+    from mmembed.gateway.app import GatewaySettings, create_app, read_api_keys
+    from mmembed.gateway.fetch import FetchPolicy
+
+    settings = GatewaySettings(
+        triton_url=args.triton_url,
+        api_keys=read_api_keys(args.api_key_file, os.environ.get("MMEMBED_GATEWAY_API_KEYS", "")),
+        max_items=args.max_items,
+        max_request_bytes=args.max_request_bytes,
+        triton=ClientOptions(ssl=args.triton_ssl, api_key=args.triton_api_key),
+        fetch=FetchPolicy(
+            allowed_hosts=tuple(args.fetch_host), max_bytes=args.fetch_max_bytes, timeout_s=args.fetch_timeout
+        ),
+    )
+    if (args.tls_cert is None) != (args.tls_key is None):
+        print("mmembed gateway: TLS needs both --tls-cert and --tls-key", file=sys.stderr)
+        return 2
+    keys = f"{len(settings.api_keys)} API key(s)" if settings.api_keys else "no API key (anyone may call it)"
+    print(f"gateway on {args.host}:{args.port} -> Triton {args.triton_url}; {keys}", flush=True)
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        ssl_certfile=args.tls_cert,
+        ssl_keyfile=args.tls_key,
+        log_level="warning",
+    )
+    return 0
 
 
 def _bench(args: argparse.Namespace) -> int:
