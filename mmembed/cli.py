@@ -46,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     from mmembed.families import FAMILIES
     from mmembed.gateway.app import GatewaySettings
     from mmembed.gateway.fetch import FetchPolicy
+    from mmembed.index.job import IndexJob
     from mmembed.loadtest.run import LoadTestPlan
     from mmembed.serving.server import ServerSettings
 
@@ -182,6 +183,28 @@ def _parser() -> argparse.ArgumentParser:
     gateway.add_argument("--triton-ssl", action="store_true", help="gRPC over TLS to Triton")
     gateway.add_argument("--triton-api-key", default=os.environ.get("MMEMBED_API_KEY"), help="Triton's key")
     gateway.set_defaults(run=_gateway)
+
+    index = commands.add_parser("index", help="embed a folder or list of images into a Qdrant collection")
+    index.add_argument("source", type=Path, help="a folder (recursive), or a .csv / .jsonl of path[,caption]")
+    index.add_argument("--model", required=True, help="the served model to embed with")
+    index.add_argument("--collection", required=True)
+    index.add_argument("--url", default=IndexJob.url, help="Triton gRPC endpoint host:port")
+    index.add_argument("--qdrant-path", type=Path, default=IndexJob.qdrant_path, help="local collection folder")
+    index.add_argument("--qdrant-url", default=None, help="a Qdrant server instead of the local folder")
+    index.add_argument("--batch-size", type=int, default=IndexJob.batch_size, help="images per request")
+    index.set_defaults(run=_index)
+
+    search = commands.add_parser("search", help="search an indexed collection by text or by image")
+    search.add_argument("text", nargs="?", default=None, help="what to look for (embedded as a search query)")
+    search.add_argument("--image", type=Path, default=None, help="or an image to find similar ones to")
+    search.add_argument("--collection", required=True)
+    search.add_argument("--model", default=None, help="default: the model the collection was indexed with")
+    search.add_argument("--top-k", type=int, default=10)
+    search.add_argument("--json", action="store_true", help="a JSON list of {path, score, caption}")
+    search.add_argument("--url", default=IndexJob.url, help="Triton gRPC endpoint host:port")
+    search.add_argument("--qdrant-path", type=Path, default=IndexJob.qdrant_path, help="local collection folder")
+    search.add_argument("--qdrant-url", default=None, help="a Qdrant server instead of the local folder")
+    search.set_defaults(run=_search)
 
     bench = commands.add_parser("bench", help="measure served, encoder-only and transformers-baseline throughput")
     bench.add_argument("--family", default=BenchConfig.family, choices=sorted(FAMILIES))
@@ -442,6 +465,45 @@ def _gateway(args: argparse.Namespace) -> int:
         ssl_keyfile=args.tls_key,
         log_level="warning",
     )
+    return 0
+
+
+def _index(args: argparse.Namespace) -> int:
+    from mmembed.index.job import IndexJob, run_index
+
+    job = IndexJob(
+        source=args.source,
+        model=args.model,
+        collection=args.collection,
+        url=args.url,
+        qdrant_path=args.qdrant_path,
+        qdrant_url=args.qdrant_url,
+        batch_size=args.batch_size,
+    )
+    summary = run_index(job)
+    for path, reason in sorted(summary.failed.items()):
+        print(f"failed  {path}: {reason}")
+    print(summary.line(), flush=True)
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from mmembed.index.search import search
+
+    hits = search(
+        collection=args.collection,
+        text=args.text,
+        image=args.image,
+        model=args.model,
+        top_k=args.top_k,
+        url=args.url,
+        qdrant_path=args.qdrant_path,
+        qdrant_url=args.qdrant_url,
+    )
+    if args.json:
+        print(json.dumps([{"path": hit.path, "score": hit.score, "caption": hit.caption} for hit in hits]))
+    for hit in hits if not args.json else ():
+        print(f"{hit.score:.4f}  {hit.path}" + (f"  {hit.caption}" if hit.caption else ""))
     return 0
 
 

@@ -1,0 +1,130 @@
+"""`mmembed index`: embed a source's images (and captions) through Triton and store them in Qdrant.
+
+Idempotent and resumable: each point's id comes from its image's content, ids already in the collection
+are skipped before anything is embedded, and a batch is stored only once embedded, so a job killed
+midway loses at most the batch in flight and a re-run finishes it. Files that cannot be read or decoded
+are counted and listed, and the job goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from mmembed.client import EmbeddingClient, ModelInfo, PartialEmbeddings
+from mmembed.index import store
+from mmembed.index.source import SourceItem, read_source
+
+
+@dataclass(frozen=True, kw_only=True)
+class IndexJob:
+    source: Path
+    model: str
+    collection: str
+    url: str = "localhost:8001"  # Triton's gRPC endpoint
+    qdrant_path: Path = Path("mmembed-qdrant")  # embedded local mode: a folder, no server
+    qdrant_url: str | None = None  # a Qdrant server instead
+    batch_size: int = 64  # images per round trip: enough to keep the server's batches full
+
+
+@dataclass(kw_only=True)
+class IndexSummary:
+    indexed: int = 0
+    skipped: int = 0  # already in the collection
+    failed: dict[str, str] = field(default_factory=dict)  # path -> why
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        rate = self.indexed / self.seconds if self.seconds else 0.0
+        return (
+            f"indexed {self.indexed}, skipped {self.skipped} (already there), failed {len(self.failed)}, "
+            f"in {self.seconds:.1f} s ({rate:.1f} images/s)"
+        )
+
+
+def run_index(job: IndexJob, *, progress: bool = True) -> IndexSummary:
+    """Index JOB's source. Batch k is embedded (in a worker thread) while batch k-1 is stored and batch k+1
+    read, so the server is not left idle while files are read and Qdrant writes."""
+    items = read_source(job.source)
+    summary = IndexSummary()
+    started = time.monotonic()
+    qdrant = store.connect(job.qdrant_path, job.qdrant_url)
+    try:
+        with EmbeddingClient(job.url) as client, ThreadPoolExecutor(max_workers=1) as embedder:
+            info = client.model_info(job.model)
+            store.ensure_collection(qdrant, job.collection, info.dimension)
+            bar = tqdm(total=len(items), unit="img", disable=not progress, dynamic_ncols=True)
+            in_flight: tuple[Future[Embedded], list[Pending]] | None = None
+            for start in range(0, len(items), job.batch_size):
+                batch = items[start : start + job.batch_size]
+                todo = _unstored(qdrant, job.collection, batch, summary)
+                submitted = (embedder.submit(_embed, client, info, todo), todo) if todo else None
+                if in_flight is not None:
+                    _store(qdrant, job.collection, info, *in_flight, summary)
+                in_flight = submitted
+                bar.update(len(batch))
+                bar.set_postfix(indexed=summary.indexed, skipped=summary.skipped, failed=len(summary.failed))
+            if in_flight is not None:
+                _store(qdrant, job.collection, info, *in_flight, summary)
+            bar.close()
+    finally:
+        qdrant.close()
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+Pending = tuple[SourceItem, bytes, str]  # an item, its bytes, its point id
+Embedded = tuple[PartialEmbeddings, dict[str, list[float]]]  # image vectors (bad files set aside), captions
+
+
+def _unstored(qdrant: Any, collection: str, batch: list[SourceItem], summary: IndexSummary) -> list[Pending]:
+    """BATCH's readable items that the collection does not hold yet (the others are counted)."""
+    read: list[Pending] = []
+    for item in batch:
+        try:
+            data = item.path.read_bytes()
+        except OSError as e:
+            summary.failed[str(item.path)] = f"cannot read: {e.strerror or e}"
+            continue
+        read.append((item, data, store.point_id(hashlib.sha256(data).hexdigest())))
+    stored = store.existing(qdrant, collection, [pid for _, _, pid in read])
+    summary.skipped += sum(pid in stored for _, _, pid in read)
+    return [entry for entry in read if entry[2] not in stored]
+
+
+def _embed(client: EmbeddingClient, info: ModelInfo, todo: list[Pending]) -> Embedded:
+    images = client.embed_images(info.name, [data for _, data, _ in todo], on_error="skip")
+    captions = sorted({item.caption for item, _, _ in todo if item.caption is not None})
+    vectors = client.embed_texts(info.name, captions) if captions else []
+    return images, {caption: vector.tolist() for caption, vector in zip(captions, vectors, strict=True)}
+
+
+def _store(
+    qdrant: Any,
+    collection: str,
+    info: ModelInfo,
+    future: Future[Embedded],
+    todo: list[Pending],
+    summary: IndexSummary,
+) -> None:
+    """Wait for TODO's vectors and write them; the files that failed to decode are listed."""
+    images, captions = future.result()
+    for index, error in images.errors.items():
+        summary.failed[str(todo[index][0].path)] = str(error).removeprefix(f"item {index}: ")
+    points = []
+    for index, vector in zip(images.indexes, images.embeddings, strict=True):
+        item, data, pid = todo[index]
+        vectors = {store.IMAGE_VECTOR: vector.tolist()}
+        if item.caption is not None:
+            vectors[store.CAPTION_VECTOR] = captions[item.caption]
+        payload = {"path": str(item.path), "caption": item.caption, "bytes": len(data), "model": info.name}
+        points.append((pid, vectors, {**payload, "family": info.family, "dimension": info.dimension}))
+    if points:
+        store.upsert(qdrant, collection, points)
+    summary.indexed += len(points)

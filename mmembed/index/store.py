@@ -1,0 +1,46 @@
+"""The Qdrant collection an index lives in: embedded local mode (a folder, no server) or a server URL.
+
+Points have named vectors, `image` and, for items with a caption, `caption`; their ids come from the
+image's content, so indexing the same file again finds it already there."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+from qdrant_client import QdrantClient, models
+
+NAMESPACE = uuid.UUID("6f1c2a56-57a4-4d0c-9d8e-2f3b7a1e6c01")  # mmembed's: ids are uuid5(NAMESPACE, sha256)
+IMAGE_VECTOR, CAPTION_VECTOR = "image", "caption"
+
+
+def point_id(content_sha256: str) -> str:
+    return str(uuid.uuid5(NAMESPACE, content_sha256))
+
+
+def connect(path: Path | None, url: str | None) -> QdrantClient:
+    """A client for the server at URL, else for the local collection folder PATH."""
+    return QdrantClient(url=url) if url else QdrantClient(path=str(path))
+
+
+def ensure_collection(client: QdrantClient, name: str, dimension: int) -> None:
+    if client.collection_exists(name):
+        return
+    vector = models.VectorParams(size=dimension, distance=models.Distance.COSINE)
+    client.create_collection(name, vectors_config={IMAGE_VECTOR: vector, CAPTION_VECTOR: vector})
+
+
+def existing(client: QdrantClient, name: str, ids: list[str]) -> set[str]:
+    return {str(record.id) for record in client.retrieve(name, ids=ids, with_payload=False, with_vectors=False)}
+
+
+Point = tuple[str, dict[str, Any], dict[str, Any]]  # id, named vectors, payload
+
+
+def upsert(client: QdrantClient, name: str, points: list[Point]) -> None:
+    client.upsert(
+        name,
+        points=[models.PointStruct(id=pid, vector=dict(vectors), payload=payload) for pid, vectors, payload in points],
+        wait=True,
+    )
