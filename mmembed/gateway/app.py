@@ -68,6 +68,12 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         metrics.requests.labels(endpoint=request.url.path, status=str(error.status)).inc()
         return JSONResponse(error.body(), status_code=error.status, headers=error.headers())
 
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        """A bug answers as OpenAI's error object too (and is logged with its traceback by the server)."""
+        api = ApiError(500, f"internal error: {type(error).__name__}", type="server_error", code="internal")
+        return await api_error(request, api)
+
     @app.post("/v1/embeddings", response_model=EmbeddingResponse)
     async def embeddings(request: Request) -> Response:
         started = time.perf_counter()
