@@ -19,14 +19,8 @@ import torch
 
 from mmembed.core.contract import (
     CheckpointError,
-    EncoderSpec,
-    EnsembleSpec,
-    ImageStep,
     ModelFamily,
     ModelSpec,
-    TextStep,
-    pixel_input,
-    text_inputs,
 )
 from mmembed.core.preprocessing import PILLOW_CONVERT_DECODE, ImageSettings, TextSettings
 from mmembed.families.checkpoint_files import pad_token_id, read_json
@@ -34,6 +28,7 @@ from mmembed.families.jinaclip2 import layout
 from mmembed.families.jinaclip2.checkpoint import SIZES, make_checkpoint
 from mmembed.families.jinaclip2.eva02 import Eva02Config, Eva02VisionTower
 from mmembed.families.jinaclip2.text_tower import JinaTextTower
+from mmembed.families.two_towers import two_towers
 
 # The transformer blocks of both towers: what may run in fp8 (embeddings, norms, heads stay wider).
 PRECISION_SCOPE = r"^\.(blocks|encoder\.layers)\.\d+\."
@@ -119,25 +114,14 @@ def describe(checkpoint: Path) -> ModelSpec:
     """Two towers into one space: NAME_image -> vision, NAME_text -> text, and NAME_query -> text with
     the retrieval instruction in front."""
     config = read_json(checkpoint, "config.json")
-    image, text = image_settings(checkpoint), text_settings(checkpoint)
-    vision = layout.vision_config(config)
-    vocab_size = int(layout.text_settings_of(config)["vocab_size"])
-    dimension = vision.output_dim
-    query = replace(text, prefix=layout.query_instruction(config))
-    return ModelSpec(
-        encoders=(
-            EncoderSpec(
-                name="vision", inputs=(pixel_input(image),), dimension=dimension, precision_scope=PRECISION_SCOPE
-            ),
-            EncoderSpec(
-                name="text", inputs=text_inputs(text, vocab_size), dimension=dimension, precision_scope=PRECISION_SCOPE
-            ),
-        ),
-        ensembles=(
-            EnsembleSpec(modality="image", steps=(ImageStep(settings=image),), encoder="vision"),
-            EnsembleSpec(modality="text", steps=(TextStep(settings=text),), encoder="text"),
-            EnsembleSpec(modality="query", steps=(TextStep(settings=query),), encoder="text"),
-        ),
+    text = text_settings(checkpoint)
+    return two_towers(
+        image=image_settings(checkpoint),
+        text=text,
+        vocab_size=int(layout.text_settings_of(config)["vocab_size"]),
+        dimension=layout.vision_config(config).output_dim,
+        precision_scope=PRECISION_SCOPE,
+        query=replace(text, prefix=layout.query_instruction(config)),
         matryoshka_dimensions=tuple(int(d) for d in config.get("matryoshka_dimensions") or ()),
     )
 

@@ -12,20 +12,11 @@ from typing import Any
 
 import torch
 
-from mmembed.core.contract import (
-    CheckpointError,
-    EncoderSpec,
-    EnsembleSpec,
-    ImageStep,
-    ModelFamily,
-    ModelSpec,
-    TextStep,
-    pixel_input,
-    text_inputs,
-)
+from mmembed.core.contract import CheckpointError, ModelFamily, ModelSpec
 from mmembed.core.preprocessing import TRANSFORMERS_DECODE, ImageSettings, TextSettings
 from mmembed.families.checkpoint_files import image_processor_config, pad_token_id, read_json
 from mmembed.families.siglip2.checkpoint import SIZES, make_checkpoint
+from mmembed.families.two_towers import two_towers
 
 # The transformer blocks' Linear layers: what may run in fp8 (patch embedding, norms, heads stay wider).
 PRECISION_SCOPE = r"\.encoder\.layers\.\d+\."
@@ -80,23 +71,13 @@ def _config(checkpoint: Path) -> Any:
 
 def describe(checkpoint: Path) -> ModelSpec:
     """Two towers into one space: NAME_image -> vision, NAME_text -> text."""
-    image, text = image_settings(checkpoint), text_settings(checkpoint)
     config = _config(checkpoint)
-    dimension = int(config.vision_config.hidden_size)
-    vocab_size = int(config.text_config.vocab_size)
-    return ModelSpec(
-        encoders=(
-            EncoderSpec(
-                name="vision", inputs=(pixel_input(image),), dimension=dimension, precision_scope=PRECISION_SCOPE
-            ),
-            EncoderSpec(
-                name="text", inputs=text_inputs(text, vocab_size), dimension=dimension, precision_scope=PRECISION_SCOPE
-            ),
-        ),
-        ensembles=(
-            EnsembleSpec(modality="image", steps=(ImageStep(settings=image),), encoder="vision"),
-            EnsembleSpec(modality="text", steps=(TextStep(settings=text),), encoder="text"),
-        ),
+    return two_towers(
+        image=image_settings(checkpoint),
+        text=text_settings(checkpoint),
+        vocab_size=int(config.text_config.vocab_size),
+        dimension=int(config.vision_config.hidden_size),
+        precision_scope=PRECISION_SCOPE,
     )
 
 
