@@ -200,6 +200,7 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--collection", required=True)
     search.add_argument("--model", default=None, help="default: the model the collection was indexed with")
     search.add_argument("--top-k", type=int, default=10)
+    search.add_argument("--hybrid", action="store_true", help="search the captions: dense + BM25 words, fused (RRF)")
     search.add_argument("--json", action="store_true", help="a JSON list of {path, score, caption}")
     search.add_argument("--url", default=IndexJob.url, help="Triton gRPC endpoint host:port")
     search.add_argument("--qdrant-path", type=Path, default=IndexJob.qdrant_path, help="local collection folder")
@@ -496,6 +497,7 @@ def _search(args: argparse.Namespace) -> int:
         image=args.image,
         model=args.model,
         top_k=args.top_k,
+        hybrid=args.hybrid,
         url=args.url,
         qdrant_path=args.qdrant_path,
         qdrant_url=args.qdrant_url,

@@ -120,9 +120,10 @@ def _store(
     points = []
     for index, vector in zip(images.indexes, images.embeddings, strict=True):
         item, data, pid = todo[index]
-        vectors = {store.IMAGE_VECTOR: vector.tolist()}
+        vectors: dict[str, Any] = {store.IMAGE_VECTOR: vector.tolist()}
         if item.caption is not None:
             vectors[store.CAPTION_VECTOR] = captions[item.caption]
+            vectors[store.CAPTION_WORDS] = store.words_vector(item.caption)
         payload = {"path": str(item.path), "caption": item.caption, "bytes": len(data), "model": info.name}
         points.append((pid, vectors, {**payload, "family": info.family, "dimension": info.dimension}))
     if points:

@@ -1,9 +1,12 @@
-"""`mmembed search`: text-to-image and image-to-image search of an indexed collection."""
+"""`mmembed search`: text-to-image and image-to-image search of an indexed collection, and hybrid caption
+search (the captions' dense vectors and their BM25 words, fused by reciprocal rank)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+from qdrant_client import models
 
 from mmembed.client import EmbeddingClient
 from mmembed.index import store
@@ -27,14 +30,18 @@ def search(
     image: Path | None = None,
     model: str | None = None,
     top_k: int = 10,
+    hybrid: bool = False,
     url: str = "localhost:8001",
     qdrant_path: Path = Path("mmembed-qdrant"),
     qdrant_url: str | None = None,
 ) -> list[Hit]:
-    """The TOP_K images closest to TEXT (embedded as a search query) or to IMAGE. MODEL defaults to the
-    one the collection was indexed with."""
+    """The TOP_K images closest to TEXT (embedded as a search query) or to IMAGE; with HYBRID, the items
+    whose captions match TEXT best, by meaning and by words. MODEL defaults to the one the collection was
+    indexed with."""
     if (text is None) == (image is None):
         raise SearchError("search for a text or for an image (--image FILE), one of them")
+    if hybrid and text is None:
+        raise SearchError("hybrid search looks in the captions: give a text")
     qdrant = store.connect(qdrant_path, qdrant_url)
     try:
         if not qdrant.collection_exists(collection):
@@ -46,9 +53,24 @@ def search(
             else:
                 assert image is not None
                 vector = client.embed_images(model, [image])[0]
-        answer = qdrant.query_points(
-            collection, query=vector.tolist(), using=store.IMAGE_VECTOR, limit=top_k, with_payload=True
-        )
+        if hybrid and text is not None:
+            candidates = max(top_k * 4, 50)  # each list's depth before fusion
+            answer = qdrant.query_points(
+                collection,
+                prefetch=[
+                    models.Prefetch(query=vector.tolist(), using=store.CAPTION_VECTOR, limit=candidates),
+                    models.Prefetch(
+                        query=store.words_vector(text, query=True), using=store.CAPTION_WORDS, limit=candidates
+                    ),
+                ],
+                query=models.FusionQuery(fusion=models.Fusion.RRF),
+                limit=top_k,
+                with_payload=True,
+            )
+        else:
+            answer = qdrant.query_points(
+                collection, query=vector.tolist(), using=store.IMAGE_VECTOR, limit=top_k, with_payload=True
+            )
     finally:
         qdrant.close()
     return [

@@ -1,18 +1,35 @@
 """The Qdrant collection an index lives in: embedded local mode (a folder, no server) or a server URL.
 
-Points have named vectors, `image` and, for items with a caption, `caption`; their ids come from the
-image's content, so indexing the same file again finds it already there."""
+Points have named vectors, `image` and, for items with a caption, `caption` (dense) and `caption_words`
+(sparse BM25 term weights, Qdrant applying the collection's IDF); their ids come from the image's content,
+so indexing the same file again finds it already there."""
 
 from __future__ import annotations
 
+import hashlib
+import re
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from qdrant_client import QdrantClient, models
 
 NAMESPACE = uuid.UUID("6f1c2a56-57a4-4d0c-9d8e-2f3b7a1e6c01")  # mmembed's: ids are uuid5(NAMESPACE, sha256)
-IMAGE_VECTOR, CAPTION_VECTOR = "image", "caption"
+IMAGE_VECTOR, CAPTION_VECTOR, CAPTION_WORDS = "image", "caption", "caption_words"
+BM25_K1 = 1.2  # term-frequency saturation; lengths are not normalised (captions are short)
+
+
+def words_vector(text: str, *, query: bool = False) -> models.SparseVector:
+    """TEXT's words as a sparse vector: hashed lowercase words, BM25 term weights (a query's words weigh 1;
+    Qdrant multiplies by each word's IDF in the collection)."""
+    counts = Counter(re.findall(r"\w+", text.lower()))
+    weights: dict[int, float] = {}
+    for word, count in counts.items():
+        index = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=4).digest(), "little")
+        weight = 1.0 if query else count * (BM25_K1 + 1) / (count + BM25_K1)
+        weights[index] = weights.get(index, 0.0) + weight
+    return models.SparseVector(indices=list(weights), values=list(weights.values()))
 
 
 def point_id(content_sha256: str) -> str:
@@ -28,7 +45,11 @@ def ensure_collection(client: QdrantClient, name: str, dimension: int) -> None:
     if client.collection_exists(name):
         return
     vector = models.VectorParams(size=dimension, distance=models.Distance.COSINE)
-    client.create_collection(name, vectors_config={IMAGE_VECTOR: vector, CAPTION_VECTOR: vector})
+    client.create_collection(
+        name,
+        vectors_config={IMAGE_VECTOR: vector, CAPTION_VECTOR: vector},
+        sparse_vectors_config={CAPTION_WORDS: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+    )
 
 
 def existing(client: QdrantClient, name: str, ids: list[str]) -> set[str]:

@@ -4,6 +4,7 @@ indexed."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -114,3 +115,28 @@ def test_search_by_text_and_by_image(server: TritonServer, tmp_path: Path) -> No
     assert [hit["score"] for hit in answer] == sorted((hit["score"] for hit in answer), reverse=True)
     with pytest.raises(SearchError, match="no collection named 'nope'"):
         search(collection="nope", text="x", url=server.grpc_url, qdrant_path=qdrant)
+
+
+def test_hybrid_search_finds_a_caption_by_its_words_and_meaning(server: TritonServer, tmp_path: Path) -> None:
+    """A query equal to one caption, whose rare word no other caption has, is first in the dense caption list
+    (cosine 1) and in the BM25 list, so first after fusion; the rare word alone finds it through BM25."""
+    images = photo_folder(tmp_path / "photos", 10)
+    files = sorted(images.rglob("*.*"))
+    captions = [f"a photo of a {animal}" for animal in ("cat", "dog", "horse", "bird", "cow")] * 2
+    captions[7] = "a striped zebra near the river"
+    rows = [{"path": str(path), "caption": caption} for path, caption in zip(files, captions, strict=True)]
+    with open(tmp_path / "list.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["path", "caption"])
+        writer.writeheader()
+        writer.writerows(rows)
+    qdrant = tmp_path / "qdrant"
+    job = IndexJob(source=tmp_path / "list.csv", model=MODEL, collection="c", url=server.grpc_url, qdrant_path=qdrant)
+    assert run_index(job, progress=False).indexed == 10
+    hits = search(collection="c", text=captions[7], hybrid=True, top_k=3, url=server.grpc_url, qdrant_path=qdrant)
+    assert hits[0].path == str(files[7]) and hits[0].caption == captions[7]
+    # The rare word alone: the random model's dense ranks say little, the words list holds only that item,
+    # and fusion puts it above anything ranked first by meaning alone (1/61 + 1/(60 + r) > 1/61).
+    words = search(collection="c", text="zebra", hybrid=True, top_k=3, url=server.grpc_url, qdrant_path=qdrant)
+    assert words[0].path == str(files[7])
+    with pytest.raises(SearchError, match="hybrid search looks in the captions: give a text"):
+        search(collection="c", image=files[0], hybrid=True, url=server.grpc_url, qdrant_path=qdrant)
