@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -13,7 +13,7 @@ from tritonclient.utils import InferenceServerException
 from mmembed.client._errors import EmbeddingError, InvalidInputError, ModelNotFoundError, translate
 from mmembed.client._items import PartialEmbeddings
 from mmembed.client._types import ModelInfo
-from mmembed.core.names import EMBEDDING_OUTPUT, IMAGE_INPUT, PARAM_PREFIX, TEXT_INPUT
+from mmembed.core.names import EMBEDDING_OUTPUT, IMAGE_INPUT, INSTRUCTION_INPUT, PARAM_PREFIX, TEXT_INPUT
 from mmembed.core.types import MODALITIES
 
 MODALITY_INPUT: dict[str, str] = {"image": IMAGE_INPUT, "text": TEXT_INPUT, "query": TEXT_INPUT}
@@ -30,13 +30,42 @@ def translated_errors() -> Iterator[None]:
         raise translate(e.status(), e.message() or str(e)) from None
 
 
-def infer_inputs(module: Any, modality: str, items: Sequence[bytes]) -> tuple[list[Any], list[Any]]:
+@dataclass(frozen=True, kw_only=True)
+class Target:
+    """Where one call's requests go: the ensemble, what it embeds, and the query instruction's task."""
+
+    ensemble: str
+    modality: str
+    instruction: str | None = None  # sent as the optional INSTRUCTION input, once per item
+
+
+def infer_inputs(module: Any, target: Target, items: Sequence[bytes]) -> tuple[list[Any], list[Any]]:
     """The inputs and requested output of one request; MODULE is tritonclient.grpc or its aio twin."""
+    inputs = [_bytes_input(module, MODALITY_INPUT[target.modality], list(items))]
+    if target.instruction is not None:
+        inputs.append(_bytes_input(module, INSTRUCTION_INPUT, [target.instruction.encode()] * len(items)))
+    return inputs, [module.InferRequestedOutput(EMBEDDING_OUTPUT)]
+
+
+def _bytes_input(module: Any, name: str, items: list[bytes]) -> Any:
     data = np.empty((len(items), 1), dtype=object)
-    data[:, 0] = list(items)
-    infer_input = module.InferInput(MODALITY_INPUT[modality], [len(items), 1], "BYTES")
+    data[:, 0] = items
+    infer_input = module.InferInput(name, [len(items), 1], "BYTES")
     infer_input.set_data_from_numpy(data)
-    return [infer_input], [module.InferRequestedOutput(EMBEDDING_OUTPUT)]
+    return infer_input
+
+
+def check_instruction(info: ModelInfo, query: bool, instruction: str | None) -> None:
+    """Refuse an instruction the request cannot carry: on documents, or for a model whose queries take none."""
+    if instruction is None:
+        return
+    if not query:
+        raise InvalidInputError("an instruction applies to queries: pass query=True with it")
+    if info.instruction_template is None:
+        fixed = f"; its queries always get {info.query_instruction!r}" if info.query_instruction else ""
+        raise InvalidInputError(f"model {info.name!r} takes no per-request instruction{fixed}")
+    if not instruction.strip():
+        raise InvalidInputError("the instruction is empty: pass None for the model's default task")
 
 
 def embeddings(result: Any) -> np.ndarray:
@@ -130,6 +159,7 @@ def model_infos(configs: dict[str, dict[str, Any]]) -> list[ModelInfo]:
                 precision=parameters.get("precision", ""),
                 matryoshka_dimensions=tuple(int(d) for d in matryoshka.split(",") if d),
                 query_instruction=parameters.get("query_instruction"),
+                instruction_template=parameters.get("instruction_template"),
                 image_decode=parameters.get("image_decode"),
             )
         )

@@ -20,6 +20,9 @@ class ModelInfo:
     # Sizes `dimensions=` accepts besides `dimension` (Matryoshka); empty when the model has none.
     matryoshka_dimensions: tuple[int, ...] = ()
     query_instruction: str | None = None  # what the server puts before texts embedded with query=True
+    # Models whose queries take a task per request (NV-Embed): the template the task fills, e.g.
+    # "Instruct: {task}\nQuery: "; None for models with a fixed query instruction or none.
+    instruction_template: str | None = None
     # How image files are decoded: "reference" (as the model's own pipeline does) or "display" (EXIF
     # orientation, transparency on white, 16-bit scaled: `mmembed export --image-decode display`)
     image_decode: str | None = None

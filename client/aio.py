@@ -94,6 +94,7 @@ class AsyncEmbeddingClient:
         texts: Iterable[str],
         *,
         query: bool = False,
+        instruction: str | None = None,
         dimensions: int | None = None,
         timeout_s: float | None = None,
         on_error: Literal["raise"] = "raise",
@@ -106,6 +107,7 @@ class AsyncEmbeddingClient:
         texts: Iterable[str],
         *,
         query: bool = False,
+        instruction: str | None = None,
         dimensions: int | None = None,
         timeout_s: float | None = None,
         on_error: Literal["skip"],
@@ -117,19 +119,22 @@ class AsyncEmbeddingClient:
         texts: Iterable[str],
         *,
         query: bool = False,
+        instruction: str | None = None,
         dimensions: int | None = None,
         timeout_s: float | None = None,
         on_error: OnError = "raise",
     ) -> np.ndarray | PartialEmbeddings:
         check_on_error(on_error)
         modality = "text"
-        if query or dimensions is not None:
+        if query or dimensions is not None or instruction is not None:
             info = await self.model_info(model)
             _triton.check_dimensions(info, dimensions)
+            _triton.check_instruction(info, query, instruction)
             modality = _triton.text_modality(info, query)
         skip = on_error == "skip"
         items, set_aside = convert_items(texts, text_bytes, skip)
-        result = await self._embed(model, modality, items, self.options.text_batch_size, timeout_s, set_aside, skip)
+        batch_size = self.options.text_batch_size
+        result = await self._embed(model, modality, items, batch_size, timeout_s, set_aside, skip, instruction)
         return _triton.truncate_result(result, dimensions)
 
     async def ready(self) -> bool:
@@ -167,14 +172,17 @@ class AsyncEmbeddingClient:
         timeout_s: float | None,
         set_aside: BatchResult,
         skip: bool,
+        instruction: str | None = None,
     ) -> np.ndarray | PartialEmbeddings:
         deadline = time.monotonic() + (timeout_s if timeout_s is not None else self.options.timeout_s)
-        ensemble = _triton.ensemble_name(model, modality)
+        target = _triton.Target(
+            ensemble=_triton.ensemble_name(model, modality), modality=modality, instruction=instruction
+        )
         in_flight = asyncio.Semaphore(self.options.max_in_flight)
 
         async def infer_items(batch: list[Item]) -> BatchResult:
             async with in_flight:
-                return await self._infer_items(ensemble, modality, batch, deadline, skip)
+                return await self._infer_items(target, batch, deadline, skip)
 
         try:
             results = await asyncio.gather(*(infer_items(batch) for batch in batches(items, batch_size)))
@@ -185,14 +193,12 @@ class AsyncEmbeddingClient:
             dimension = (await self.model_info(model)).dimension
         return assemble([set_aside, *results], lambda: dimension, skip)
 
-    async def _infer_items(
-        self, ensemble: str, modality: str, items: list[Item], deadline: float, skip: bool
-    ) -> BatchResult:
+    async def _infer_items(self, target: _triton.Target, items: list[Item], deadline: float, skip: bool) -> BatchResult:
         """One request of ITEMS; with SKIP, a bad item is set aside and the rest sent again."""
         errors: dict[int, InvalidInputError] = {}
         while items:
             try:
-                vectors = await self._infer(ensemble, modality, [data for _, data in items], deadline)
+                vectors = await self._infer(target, [data for _, data in items], deadline)
                 return BatchResult([index for index, _ in items], vectors, errors)
             except InvalidInputError as e:
                 error = rebased(e, items)
@@ -202,8 +208,8 @@ class AsyncEmbeddingClient:
                 items = without(items, error.index)
         return BatchResult([], None, errors)
 
-    async def _infer(self, ensemble: str, modality: str, batch: Sequence[bytes], deadline: float) -> np.ndarray:
-        inputs, outputs = _triton.infer_inputs(aioclient, modality, batch)
+    async def _infer(self, target: _triton.Target, batch: Sequence[bytes], deadline: float) -> np.ndarray:
+        inputs, outputs = _triton.infer_inputs(aioclient, target, batch)
         attempt = 0
         while True:
             remaining = deadline - time.monotonic()
@@ -212,7 +218,7 @@ class AsyncEmbeddingClient:
             try:
                 with _triton.translated_errors():
                     result = await self._client.infer(
-                        ensemble, inputs, outputs=outputs, headers=self._headers, client_timeout=remaining
+                        target.ensemble, inputs, outputs=outputs, headers=self._headers, client_timeout=remaining
                     )
             except EmbeddingError as e:
                 delay = retry_delay(e, attempt, deadline, self.options)

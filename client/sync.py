@@ -102,6 +102,7 @@ class EmbeddingClient:
         texts: Iterable[str],
         *,
         query: bool = False,
+        instruction: str | None = None,
         dimensions: int | None = None,
         timeout_s: float | None = None,
         on_error: Literal["raise"] = "raise",
@@ -114,6 +115,7 @@ class EmbeddingClient:
         texts: Iterable[str],
         *,
         query: bool = False,
+        instruction: str | None = None,
         dimensions: int | None = None,
         timeout_s: float | None = None,
         on_error: Literal["skip"],
@@ -125,20 +127,26 @@ class EmbeddingClient:
         texts: Iterable[str],
         *,
         query: bool = False,
+        instruction: str | None = None,
         dimensions: int | None = None,
         timeout_s: float | None = None,
         on_error: OnError = "raise",
     ) -> np.ndarray | PartialEmbeddings:
-        """Like embed_images; `query=True` embeds search queries, with the instruction the model expects."""
+        """Like embed_images; `query=True` embeds search queries, with the instruction the model expects.
+
+        `instruction`: for models whose queries take a task (NV-Embed), the task alone, e.g. "Given a
+        question, retrieve passages that answer the question"; None for the model's default task."""
         check_on_error(on_error)
         modality = "text"
-        if query or dimensions is not None:
+        if query or dimensions is not None or instruction is not None:
             info = self.model_info(model)
             _triton.check_dimensions(info, dimensions)
+            _triton.check_instruction(info, query, instruction)
             modality = _triton.text_modality(info, query)
         skip = on_error == "skip"
         items, set_aside = convert_items(texts, text_bytes, skip)
-        result = self._embed(model, modality, items, self.options.text_batch_size, timeout_s, set_aside, skip)
+        batch_size = self.options.text_batch_size
+        result = self._embed(model, modality, items, batch_size, timeout_s, set_aside, skip, instruction)
         return _triton.truncate_result(result, dimensions)
 
     def ready(self) -> bool:
@@ -176,12 +184,14 @@ class EmbeddingClient:
         timeout_s: float | None,
         set_aside: BatchResult,
         skip: bool,
+        instruction: str | None = None,
     ) -> np.ndarray | PartialEmbeddings:
         deadline = time.monotonic() + (timeout_s if timeout_s is not None else self.options.timeout_s)
-        ensemble = _triton.ensemble_name(model, modality)
+        target = _triton.Target(
+            ensemble=_triton.ensemble_name(model, modality), modality=modality, instruction=instruction
+        )
         futures = [
-            self._pool.submit(self._infer_items, ensemble, modality, batch, deadline, skip)
-            for batch in batches(items, batch_size)
+            self._pool.submit(self._infer_items, target, batch, deadline, skip) for batch in batches(items, batch_size)
         ]
         try:
             results = [set_aside, *(future.result() for future in futures)]
@@ -192,12 +202,12 @@ class EmbeddingClient:
                 future.cancel()
         return assemble(results, lambda: self.model_info(model).dimension, skip)
 
-    def _infer_items(self, ensemble: str, modality: str, items: list[Item], deadline: float, skip: bool) -> BatchResult:
+    def _infer_items(self, target: _triton.Target, items: list[Item], deadline: float, skip: bool) -> BatchResult:
         """One request of ITEMS; with SKIP, a bad item is set aside and the rest sent again."""
         errors: dict[int, InvalidInputError] = {}
         while items:
             try:
-                vectors = self._infer(ensemble, modality, [data for _, data in items], deadline)
+                vectors = self._infer(target, [data for _, data in items], deadline)
                 return BatchResult([index for index, _ in items], vectors, errors)
             except InvalidInputError as e:
                 error = rebased(e, items)
@@ -207,8 +217,8 @@ class EmbeddingClient:
                 items = without(items, error.index)
         return BatchResult([], None, errors)
 
-    def _infer(self, ensemble: str, modality: str, batch: Sequence[bytes], deadline: float) -> np.ndarray:
-        inputs, outputs = _triton.infer_inputs(grpcclient, modality, batch)
+    def _infer(self, target: _triton.Target, batch: Sequence[bytes], deadline: float) -> np.ndarray:
+        inputs, outputs = _triton.infer_inputs(grpcclient, target, batch)
         attempt = 0
         while True:
             remaining = deadline - time.monotonic()
@@ -217,7 +227,7 @@ class EmbeddingClient:
             try:
                 with _triton.translated_errors():
                     result = self._client.infer(
-                        ensemble, inputs, outputs=outputs, headers=self._headers, client_timeout=remaining
+                        target.ensemble, inputs, outputs=outputs, headers=self._headers, client_timeout=remaining
                     )
             except EmbeddingError as e:
                 delay = retry_delay(e, attempt, deadline, self.options)

@@ -243,8 +243,10 @@ def _described(request: ExportRequest, spec: ModelSpec, ensemble: EnsembleSpec) 
             )
         else:
             described["max_text_length"] = str(step.settings.max_length)
-            if step.settings.prefix:
-                described["query_instruction"] = step.settings.prefix
+            if step.settings.prefix_for(None):
+                described["query_instruction"] = step.settings.prefix_for(None)
+            if step.settings.takes_instruction:
+                described["instruction_template"] = step.settings.instruction_template
     return described
 
 

@@ -33,8 +33,8 @@ _DATA_TYPES = {"float32": pb.TYPE_FP32, "int64": pb.TYPE_INT64}
 _ENCODER_SOURCES = {Runtime.ONNXRUNTIME_CPU: ONNX_ENCODER, Runtime.TORCH: TORCH_ENCODER}
 
 
-def _bytes(name: str) -> TensorSpec:
-    return TensorSpec(name=name, data_type=pb.TYPE_STRING, dims=(1,))
+def _bytes(name: str, *, optional: bool = False) -> TensorSpec:
+    return TensorSpec(name=name, data_type=pb.TYPE_STRING, dims=(1,), optional=optional)
 
 
 def _embedding(name: str, dimension: int) -> TensorSpec:
@@ -108,14 +108,14 @@ def write_ensemble(
             version = write_model(staging / model, config, IMAGE_PREPROCESS)
             (version / SETTINGS_FILE).write_text(step.settings.to_json())
         elif isinstance(step, TextStep):
-            config = python_model_config(
-                model, [_bytes(step.input)], outputs, batching, instances=batching.preprocess_instances
-            )
+            inputs = [_bytes(step.input), *(_bytes(name, optional=True) for name in step.optional_inputs)]
+            config = python_model_config(model, inputs, outputs, batching, instances=batching.preprocess_instances)
             version = write_model(staging / model, config, TEXT_PREPROCESS)
             (version / SETTINGS_FILE).write_text(step.settings.to_json())
             shutil.copyfile(checkpoint / step.settings.tokenizer_file, version / step.settings.tokenizer_file)
         output_map = {name: f"_{model}_{name}" for name in step.outputs}
-        steps.append(EnsembleStep(model=model, input_map={step.input: step.input}, output_map=output_map))
+        input_map = {name: name for name in (step.input, *step.optional_inputs)}
+        steps.append(EnsembleStep(model=model, input_map=input_map, output_map=output_map))
     produced = {name: tensor for step in steps for name, tensor in step.output_map.items()}
     raw = f"_{names.encoder(encoder.name)}_{encoder.output}"
     steps += [
@@ -126,7 +126,7 @@ def write_ensemble(
     ]
     config = ensemble_config(
         names.ensemble(ensemble.modality),
-        [_bytes(name) for name in ensemble.inputs],
+        [_bytes(name) for name in ensemble.inputs] + [_bytes(name, optional=True) for name in ensemble.optional_inputs],
         steps,
         _embedding(EMBEDDING_OUTPUT, encoder.dimension),
         batching,

@@ -43,6 +43,7 @@ class TensorSpec:
     name: str
     data_type: int  # a pb.DataType value
     dims: tuple[int, ...]  # per item, without the batch axis
+    optional: bool = False  # a request may leave it out
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,7 +81,7 @@ def _base(name: str, options: BatchingOptions) -> pb.ModelConfig:
 
 def _add_io(config: pb.ModelConfig, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> None:
     for spec in inputs:
-        config.input.add(name=spec.name, data_type=spec.data_type, dims=list(spec.dims))
+        config.input.add(name=spec.name, data_type=spec.data_type, dims=list(spec.dims), optional=spec.optional)
     for spec in outputs:
         config.output.add(name=spec.name, data_type=spec.data_type, dims=list(spec.dims))
 

@@ -17,7 +17,16 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from mmembed.core.names import ATTENTION_MASK, IMAGE_INPUT, INPUT_IDS, PIXEL_VALUES, RAW_EMBEDDING, TEXT_INPUT
+from mmembed.core.names import (
+    ATTENTION_MASK,
+    IMAGE_INPUT,
+    INPUT_IDS,
+    INSTRUCTION_INPUT,
+    PIXEL_VALUES,
+    POOL_MASK,
+    RAW_EMBEDDING,
+    TEXT_INPUT,
+)
 from mmembed.core.preprocessing import ImageSettings, TextSettings
 from mmembed.core.types import MODALITIES, Modality
 
@@ -89,13 +98,21 @@ def pixel_input(settings: ImageSettings) -> EncoderInput:
 
 
 def text_inputs(settings: TextSettings, vocab_size: int) -> tuple[EncoderInput, ...]:
-    """`input_ids` (and `attention_mask` if SETTINGS ask for it), as a `TextStep` produces them."""
+    """`input_ids` (and `attention_mask`, `pool_mask` where SETTINGS ask for them), as a `TextStep` makes them."""
     dynamic = ((0, "tokens"),) if settings.pad_to_longest else ()
     shape = (settings.max_length,)
     ids = EncoderInput(name=INPUT_IDS, kind="token_ids", item_shape=shape, dynamic_axes=dynamic, high=vocab_size)
-    if not settings.attention_mask:
-        return (ids,)
-    return ids, EncoderInput(name=ATTENTION_MASK, kind="attention_mask", item_shape=shape, dynamic_axes=dynamic)
+    masks = (
+        EncoderInput(name=name, kind="attention_mask", item_shape=shape, dynamic_axes=dynamic)
+        for name in _masks(settings)
+    )
+    return (ids, *masks)
+
+
+def _masks(settings: TextSettings) -> tuple[str, ...]:
+    """The masks a text step hands its encoder besides `input_ids`, in this order."""
+    wanted = ((ATTENTION_MASK, settings.attention_mask), (POOL_MASK, settings.pool_mask))
+    return tuple(name for name, asked in wanted if asked)
 
 
 def random_inputs(inputs: tuple[EncoderInput, ...], batch: int, seed: int) -> dict[str, np.ndarray]:
@@ -151,13 +168,18 @@ class ImageStep:
         return IMAGE_INPUT
 
     @property
+    def optional_inputs(self) -> tuple[str, ...]:
+        return ()
+
+    @property
     def outputs(self) -> tuple[str, ...]:
         return (PIXEL_VALUES,)
 
 
 @dataclass(frozen=True, kw_only=True)
 class TextStep:
-    """UTF-8 text (ensemble input TEXT) -> `input_ids` (+ `attention_mask`), with `core.preprocessing`."""
+    """UTF-8 text (ensemble input TEXT, and the optional INSTRUCTION where the settings take one) ->
+    `input_ids` (+ `attention_mask`, `pool_mask`), with `core.preprocessing`."""
 
     settings: TextSettings
 
@@ -166,8 +188,12 @@ class TextStep:
         return TEXT_INPUT
 
     @property
+    def optional_inputs(self) -> tuple[str, ...]:
+        return (INSTRUCTION_INPUT,) if self.settings.takes_instruction else ()
+
+    @property
     def outputs(self) -> tuple[str, ...]:
-        return (INPUT_IDS, ATTENTION_MASK) if self.settings.attention_mask else (INPUT_IDS,)
+        return (INPUT_IDS, *_masks(self.settings))
 
 
 PreprocessStep = ImageStep | TextStep
@@ -186,6 +212,11 @@ class EnsembleSpec:
     @property
     def inputs(self) -> tuple[str, ...]:
         return tuple(step.input for step in self.steps)
+
+    @property
+    def optional_inputs(self) -> tuple[str, ...]:
+        """Inputs a request may leave out (a query's INSTRUCTION: the default task then)."""
+        return tuple(name for step in self.steps for name in step.optional_inputs)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -223,7 +254,7 @@ class ModelSpec:
                 raise ContractError(
                     f"ensemble {ensemble.modality}: its steps produce {produced}, encoder {encoder.name} takes {wanted}"
                 )
-            if len(set(ensemble.inputs)) != len(ensemble.inputs):
+            if len(set(ensemble.inputs + ensemble.optional_inputs)) != len(ensemble.inputs + ensemble.optional_inputs):
                 raise ContractError(f"ensemble {ensemble.modality}: two steps read the same input")
         unused = set(names) - {ensemble.encoder for ensemble in self.ensembles}
         if unused:

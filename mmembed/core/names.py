@@ -5,12 +5,15 @@ from __future__ import annotations
 # The ensembles' tensors: what clients send and receive.
 IMAGE_INPUT = "IMAGE"
 TEXT_INPUT = "TEXT"
+# Optional, per item: the task of a query's instruction, for models that take one (NV-Embed).
+INSTRUCTION_INPUT = "INSTRUCTION"
 EMBEDDING_OUTPUT = "EMBEDDING"
 
 # Tensors between ensemble steps, named as the exported graphs' inputs and output.
 PIXEL_VALUES = "pixel_values"
 INPUT_IDS = "input_ids"
 ATTENTION_MASK = "attention_mask"
+POOL_MASK = "pool_mask"  # the positions pooled into the embedding (NV-Embed: the instruction left out)
 RAW_EMBEDDING = "embedding"
 
 # Ensemble parameters that describe the model to clients (`mmembed.dimension` etc.).

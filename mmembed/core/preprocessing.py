@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from mmembed.core.names import ATTENTION_MASK, INPUT_IDS
+from mmembed.core.names import ATTENTION_MASK, INPUT_IDS, POOL_MASK
 
 __all__ = [
     "DISPLAY_DECODE",
@@ -138,6 +138,33 @@ class TextSettings:
     attention_mask: bool = False
     # Text past max_length tokens is truncated, as the model expects; this bounds the tokenizer's work.
     max_text_bytes: int = InputLimits.max_text_bytes
+    # Put after every text, before tokenizing (NV-Embed appends its EOS as the text "</s>"); "" for none.
+    suffix: str = ""
+    # Instructions chosen per request (NV-Embed queries): the prefix is this template with `{task}`
+    # replaced by the request's task, or by `default_task` for requests that give none. "" for none.
+    instruction_template: str = ""
+    default_task: str = ""
+    # Also hand the encoder `pool_mask`: the attention mask with the positions of the prefix zeroed, so the
+    # pooling leaves the instruction out. Its length is the prefix's token count when tokenized alone,
+    # without special tokens, masked from position 0: NV-Embed's own rule, quirks included (it starts at
+    # BOS, and the prefix's trailing lone "▁" merges into the next word in context).
+    pool_mask: bool = False
+
+    def __post_init__(self) -> None:
+        if self.instruction_template and "{task}" not in self.instruction_template:
+            raise ValueError(f"instruction_template {self.instruction_template!r} has no {{task}} field")
+        if self.instruction_template and self.prefix:
+            raise ValueError("a text step has either a fixed prefix or an instruction template, not both")
+
+    @property
+    def takes_instruction(self) -> bool:
+        return bool(self.instruction_template)
+
+    def prefix_for(self, task: str | None) -> str:
+        """What goes before a text: the fixed prefix, or the template filled with TASK (None: the default)."""
+        if not self.instruction_template:
+            return self.prefix
+        return self.instruction_template.replace("{task}", self.default_task if task is None else task)
 
     def to_json(self) -> str:
         return json.dumps({"text": asdict(self)}, indent=2)
@@ -306,20 +333,36 @@ class TextTokenizer:
         padded length of the longest text; text beyond max_length is truncated."""
         return self.encode(texts)[INPUT_IDS]
 
-    def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
-        """What the encoder takes: `input_ids`, and `attention_mask` where the settings ask for it."""
-        if self.settings.prefix:
-            texts = [self.settings.prefix + text for text in texts]
-        if self.settings.lowercase:
-            texts = [text.lower() for text in texts]
-        encodings = [encoding.ids for encoding in self._tokenizer.encode_batch(texts)]
-        length = padded_length(max(map(len, encodings), default=0), self.settings)
-        ids = np.full((len(encodings), length), self.settings.pad_token_id, dtype=np.int64)
+    def encode(self, texts: list[str], tasks: list[str | None] | None = None) -> dict[str, np.ndarray]:
+        """What the encoder takes: `input_ids`, and `attention_mask` and `pool_mask` where the settings ask
+        for them. TASKS: each text's instruction task (None: the default), for settings that take one."""
+        settings = self.settings
+        prefixes = [settings.prefix_for(task) for task in (tasks or [None] * len(texts))]
+        prompts = [prefix + text + settings.suffix for prefix, text in zip(prefixes, texts, strict=True)]
+        if settings.lowercase:
+            prompts = [prompt.lower() for prompt in prompts]
+        encodings = [encoding.ids for encoding in self._tokenizer.encode_batch(prompts)]
+        length = padded_length(max(map(len, encodings), default=0), settings)
+        ids = np.full((len(encodings), length), settings.pad_token_id, dtype=np.int64)
         mask = np.zeros((len(encodings), length), dtype=np.int64)
         for row, tokens in enumerate(encodings):
             ids[row, : len(tokens)] = tokens
             mask[row, : len(tokens)] = 1
-        return {INPUT_IDS: ids, ATTENTION_MASK: mask} if self.settings.attention_mask else {INPUT_IDS: ids}
+        result = {INPUT_IDS: ids}
+        if settings.attention_mask:
+            result[ATTENTION_MASK] = mask
+        if settings.pool_mask:
+            pool = mask.copy()
+            for row, prefix in enumerate(prefixes):
+                pool[row, : self.prefix_tokens(prefix)] = 0
+            result[POOL_MASK] = pool
+        return result
+
+    def prefix_tokens(self, prefix: str) -> int:
+        """How many leading positions the pool mask hides for PREFIX (see TextSettings.pool_mask)."""
+        if not prefix:
+            return 0
+        return len(self._tokenizer.encode(prefix, add_special_tokens=False).ids)
 
 
 def padded_length(longest: int, settings: TextSettings) -> int:

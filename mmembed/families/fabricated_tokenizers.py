@@ -47,6 +47,37 @@ def gemma_like_tokenizer(vocab_size: int, added_tokens: dict[str, dict[str, Any]
     return tokenizer
 
 
+def mistral_like_tokenizer(vocab_size: int, added_tokens: dict[str, dict[str, Any]]) -> Any:
+    """A BPE shaped like Mistral-7B's tokenizer.json as transformers builds it for `LlamaTokenizer`:
+    ADDED_TOKENS (<unk>=0, <s>=1, </s>=2) at their ids, "▁" put before the text and for every space (one
+    piece, not split into words), byte fallback, `<s>` put in front and no `</s>` after, VOCAB_SIZE ids."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    leading, trailing, entries = split_added_tokens(added_tokens)
+    room = min(vocab_size - len(trailing), _MAX_TRAINED_TOKENS) - len(_BYTE_TOKENS)
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    metaspace = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=False)
+    # Words are learned separately, then only the metaspace is kept, as in the official file.
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([metaspace, pre_tokenizers.Split(Regex("▁[^▁]*"), "isolated")])
+    trainer = trainers.BpeTrainer(vocab_size=room, special_tokens=leading)
+    tokenizer.train_from_iterator(_english_corpus() + _instruction_corpus(), trainer)
+    layout = json.loads(tokenizer.to_str())
+    vocab: dict[str, int] = layout["model"]["vocab"]
+    for token in _BYTE_TOKENS:
+        vocab.setdefault(token, len(vocab))
+    for index in range(len(vocab), vocab_size):
+        vocab[trailing[index]["content"] if index in trailing else f"<mmembed_unused_{index}>"] = index
+    layout["added_tokens"] = entries
+    tokenizer = Tokenizer.from_str(json.dumps(layout))
+    tokenizer.pre_tokenizer = metaspace
+    tokenizer.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    bos = tokenizer.token_to_id("<s>")
+    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", bos)])
+    return tokenizer
+
+
 _ENGLISH_WORDS = (
     "a an the this that of on in under with without and or photo picture image drawing painting sketch cat dog "
     "bird horse cow sheep fish car truck bus bicycle train plane boat house tree flower street city beach "
@@ -60,6 +91,23 @@ _ENGLISH_WORDS = (
 def _english_corpus() -> list[str]:
     rng, words = random.Random(0), _ENGLISH_WORDS.split()
     return [" ".join(rng.choices(words, k=rng.randint(3, 12))) for _ in range(4000)]
+
+
+_INSTRUCTIONS = (
+    "Given a question, retrieve passages that answer the question",
+    "Given a web search query, retrieve relevant passages that answer the query",
+    "Retrieve images that match the description",
+    "Given a claim, find documents that refute the claim",
+)
+
+
+def _instruction_corpus() -> list[str]:
+    """Queries in NV-Embed's instruction template, so its words and punctuation are learned too."""
+    rng, words = random.Random(1), _ENGLISH_WORDS.split()
+    return [
+        f"Instruct: {rng.choice(_INSTRUCTIONS)}\nQuery: {' '.join(rng.choices(words, k=rng.randint(2, 8)))}?"
+        for _ in range(1000)
+    ]
 
 
 def xlm_roberta_like_tokenizer(vocab_size: int, added_tokens: dict[str, dict[str, Any]]) -> Any:

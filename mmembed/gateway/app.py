@@ -155,9 +155,13 @@ async def _model(client: AsyncEmbeddingClient, model: str) -> ModelInfo:
 
 
 def _check_request(info: ModelInfo, body: EmbeddingRequest, items: Items) -> None:
-    if body.instruction is not None:
+    if body.instruction is not None and info.instruction_template is None:
         fixed = f" (its queries get {info.query_instruction!r})" if info.query_instruction else ""
         raise bad_input(f"model {info.name!r} does not take a per-request instruction{fixed}", param="instruction")
+    if body.instruction is not None and body.input_type == "document":
+        raise bad_input("an instruction applies to queries, not to input_type 'document'", param="instruction")
+    if body.instruction is not None and not body.instruction.strip():
+        raise bad_input("the instruction is empty: leave it out for the model's default task", param="instruction")
     if (items.images or items.urls) and "image" not in info.modalities:
         raise bad_input(f"model {info.name!r} does not embed images (it embeds: {', '.join(info.modalities)})")
     allowed = {info.dimension, *info.matryoshka_dimensions}
@@ -181,11 +185,15 @@ async def _fetch_urls(items: Items, policy: FetchPolicy) -> None:
 
 async def _embed(client: AsyncEmbeddingClient, body: EmbeddingRequest, items: Items) -> np.ndarray:
     """The vectors of every item, in the caller's order; a bad item fails the request naming its index."""
-    query = body.input_type == "query"
+    query = body.input_type == "query" or body.instruction is not None  # an instruction makes a query
 
     async def texts() -> np.ndarray:
         result: np.ndarray = await client.embed_texts(
-            body.model, [text for _, text in items.texts], query=query, dimensions=body.dimensions
+            body.model,
+            [text for _, text in items.texts],
+            query=query,
+            instruction=body.instruction,
+            dimensions=body.dimensions,
         )
         return result
 

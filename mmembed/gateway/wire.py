@@ -32,7 +32,8 @@ class EmbeddingRequest(BaseModel):
     input_type: Literal["query", "document"] | None = None
     # Infinity's shape: a list of plain strings that are all images.
     modality: Literal["text", "image"] | None = None
-    # A task instruction chosen per request: refused until a served model takes one (never ignored).
+    # The task of a query's instruction, for models that take one per request (NV-Embed: "Given a question,
+    # retrieve passages that answer the question"); it makes the texts queries. Refused by other models.
     instruction: str | None = None
 
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -16,16 +14,16 @@ from collections.abc import Iterator
 import numpy as np
 import openai
 import pytest
-import uvicorn
 from conftest import JINA_MODEL, MODEL
+from gateway_server import running_gateway
 from image_files import encode, photo
 from image_server import image_server
 
 from mmembed.bench.gateway import compare, table
 from mmembed.client import EmbeddingClient
-from mmembed.gateway.app import GatewaySettings, create_app
+from mmembed.gateway.app import GatewaySettings
 from mmembed.gateway.fetch import FetchPolicy
-from mmembed.serving.server import TritonServer, free_port
+from mmembed.serving.server import TritonServer
 
 KEY = "sk-test-key"
 
@@ -50,17 +48,8 @@ def gateway(server: TritonServer) -> Iterator[str]:
         max_request_bytes=1024 * 1024,
         fetch=FetchPolicy(allowed_hosts=("127.0.0.1", "169.254.169.254"), allowed_networks=("127.0.0.1/32",)),
     )
-    port = free_port()
-    running = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=running.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not running.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert running.started, "the gateway did not start"
-    yield f"http://127.0.0.1:{port}"
-    running.should_exit = True
-    thread.join(timeout=30)
+    with running_gateway(settings) as url:
+        yield url
 
 
 @pytest.fixture()

@@ -25,6 +25,7 @@ from mmembed.families.jinaclip2 import checkpoint as jina_files
 from mmembed.families.jinaclip2.eva02 import Eva02Config
 from mmembed.families.jinaclip2.layout import text_settings_of, vision_config
 from mmembed.families.jinaclip2.text_tower import text_config
+from mmembed.families.nvembed2 import checkpoint as nvembed_files
 from mmembed.families.official import OFFICIAL
 from mmembed.families.siglip2 import checkpoint as siglip_files
 
@@ -48,6 +49,13 @@ ARCHITECTURE_KEYS = {
     "size",
     "height",
     "max_position_embeddings",
+    "num_key_value_heads",
+    "num_latents_value",
+    "num_cross_heads",
+    "hidden_dim",
+    "latent_dim",
+    "cross_dim_head",
+    "max_seq_length",
     "model_max_length",
 }
 
@@ -61,11 +69,14 @@ def test_packaged_files_are_the_fixtures_byte_for_byte(path: Path) -> None:
     assert path.read_bytes() == (FIXTURES / path.parent.name / path.name).read_bytes()
 
 
-@pytest.mark.parametrize(("module", "size"), [(siglip_files, "so400m-512"), (jina_files, "full")])
+FILE_MAKERS = [(siglip_files, "so400m-512"), (jina_files, "full"), (nvembed_files, "full")]
+
+
+@pytest.mark.parametrize(("module", "size"), FILE_MAKERS)
 def test_the_real_sizes_write_the_official_files(module: Any, size: str) -> None:
     folder = FIXTURES / module.MODEL_ID.replace("/", "__")
     files = module.official_files(size)
-    assert set(files) == {"config.json", "preprocessor_config.json", "special_tokens_map.json", "tokenizer_config.json"}
+    assert set(files) == set(module.OFFICIAL_FILES) and "config.json" in files
     for name, data in files.items():
         assert data == (folder / name).read_bytes(), name
 
@@ -76,7 +87,7 @@ def _leaves(value: Any, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any
     return {path: value}
 
 
-@pytest.mark.parametrize(("module", "size"), [(siglip_files, "so400m-512"), (jina_files, "full")])
+@pytest.mark.parametrize(("module", "size"), FILE_MAKERS)
 def test_tiny_changes_only_the_architecture_numbers(module: Any, size: str) -> None:
     official, tiny = module.official_files(size), module.official_files("tiny")
     for name in official:
