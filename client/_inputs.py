@@ -65,3 +65,11 @@ def text_bytes(text: str) -> bytes:
     if not isinstance(text, str):
         raise InvalidInputError(f"texts must be str, got {type(text).__name__}")
     return text.encode("utf-8")
+
+
+def image_text_bytes(pair: tuple[ImageInput, str]) -> tuple[bytes, bytes]:
+    """An (image, text) pair's request bytes; the text may be "" (the image alone)."""
+    if not isinstance(pair, tuple) or len(pair) != 2:
+        raise InvalidInputError(f"items must be (image, text) pairs, got {type(pair).__name__}")
+    image, text = pair
+    return image_bytes(image), text_bytes(text)

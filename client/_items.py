@@ -16,7 +16,8 @@ from mmembed.client._errors import InvalidInputError
 T = TypeVar("T")
 OnError = Literal["raise", "skip"]
 ON_ERROR_CHOICES = ("raise", "skip")
-Item = tuple[int, bytes]  # (the caller's index, request bytes)
+Payload = bytes | tuple[bytes, bytes]  # an image's or a text's request bytes, or an (image, text) pair
+Item = tuple[int, Payload]  # (the caller's index, what is sent for it)
 
 # How the server's preprocessing names a bad item of a request ("..., item 3: cannot identify ...").
 _SERVER_ITEM = re.compile(r"\bitem (\d+): ")
@@ -49,7 +50,7 @@ def check_on_error(on_error: str) -> None:
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
 
 
-def convert_items(values: Iterable[T], convert: Callable[[T], bytes], skip: bool) -> tuple[list[Item], BatchResult]:
+def convert_items(values: Iterable[T], convert: Callable[[T], Payload], skip: bool) -> tuple[list[Item], BatchResult]:
     """Request bytes for each value with its index; one that cannot be converted raises InvalidInputError
     naming its index, or with SKIP goes into the returned result's errors."""
     items: list[Item] = []

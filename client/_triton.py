@@ -11,12 +11,17 @@ import numpy as np
 from tritonclient.utils import InferenceServerException
 
 from mmembed.client._errors import EmbeddingError, InvalidInputError, ModelNotFoundError, translate
-from mmembed.client._items import PartialEmbeddings
+from mmembed.client._items import PartialEmbeddings, Payload
 from mmembed.client._types import ModelInfo
 from mmembed.core.names import EMBEDDING_OUTPUT, IMAGE_INPUT, INSTRUCTION_INPUT, PARAM_PREFIX, TEXT_INPUT
 from mmembed.core.types import MODALITIES
 
-MODALITY_INPUT: dict[str, str] = {"image": IMAGE_INPUT, "text": TEXT_INPUT, "query": TEXT_INPUT}
+MODALITY_INPUT: dict[str, str] = {
+    "image": IMAGE_INPUT,
+    "text": TEXT_INPUT,
+    "query": TEXT_INPUT,
+    "image_query": IMAGE_INPUT,
+}
 # Model NAME is served as the ensembles NAME_<modality>.
 MODALITY_SUFFIX: dict[str, str] = {modality: f"_{modality}" for modality in MODALITIES}
 
@@ -39,9 +44,15 @@ class Target:
     instruction: str | None = None  # sent as the optional INSTRUCTION input, once per item
 
 
-def infer_inputs(module: Any, target: Target, items: Sequence[bytes]) -> tuple[list[Any], list[Any]]:
-    """The inputs and requested output of one request; MODULE is tritonclient.grpc or its aio twin."""
-    inputs = [_bytes_input(module, MODALITY_INPUT[target.modality], list(items))]
+def infer_inputs(module: Any, target: Target, items: Sequence[Payload]) -> tuple[list[Any], list[Any]]:
+    """The inputs and requested output of one request; MODULE is tritonclient.grpc or its aio twin.
+    (image, text) pairs go as IMAGE and the image ensembles' optional TEXT."""
+    pairs = [item for item in items if isinstance(item, tuple)]
+    if pairs:
+        inputs = [_bytes_input(module, IMAGE_INPUT, [image for image, _ in pairs])]
+        inputs.append(_bytes_input(module, TEXT_INPUT, [text for _, text in pairs]))
+    else:
+        inputs = [_bytes_input(module, MODALITY_INPUT[target.modality], [i for i in items if isinstance(i, bytes)])]
     if target.instruction is not None:
         inputs.append(_bytes_input(module, INSTRUCTION_INPUT, [target.instruction.encode()] * len(items)))
     return inputs, [module.InferRequestedOutput(EMBEDDING_OUTPUT)]
@@ -53,6 +64,18 @@ def _bytes_input(module: Any, name: str, items: list[bytes]) -> Any:
     infer_input = module.InferInput(name, [len(items), 1], "BYTES")
     infer_input.set_data_from_numpy(data)
     return infer_input
+
+
+def multimodal_modality(info: ModelInfo, query: bool) -> str:
+    """Where (image, text) pairs go: NAME_image, or NAME_image_query for queries; refused by models that
+    do not read an image and its text together."""
+    if not info.image_with_text:
+        raise InvalidInputError(
+            f"model {info.name!r} does not embed an image and a text together (it embeds: {', '.join(info.modalities)})"
+        )
+    if query and "image_query" not in info.modalities:
+        raise InvalidInputError(f"model {info.name!r} has no image queries")
+    return "image_query" if query else "image"
 
 
 def check_instruction(info: ModelInfo, query: bool, instruction: str | None) -> None:
@@ -160,6 +183,7 @@ def model_infos(configs: dict[str, dict[str, Any]]) -> list[ModelInfo]:
                 matryoshka_dimensions=tuple(int(d) for d in matryoshka.split(",") if d),
                 query_instruction=parameters.get("query_instruction"),
                 instruction_template=parameters.get("instruction_template"),
+                image_with_text=parameters.get("image_with_text") == "true",
                 image_decode=parameters.get("image_decode"),
             )
         )

@@ -23,6 +23,8 @@ class ModelInfo:
     # Models whose queries take a task per request (NV-Embed): the template the task fills, e.g.
     # "Instruct: {task}\nQuery: "; None for models with a fixed query instruction or none.
     instruction_template: str | None = None
+    # Whether an image may come with a text, embedded together (`embed_multimodal`; MM-Embed).
+    image_with_text: bool = False
     # How image files are decoded: "reference" (as the model's own pipeline does) or "display" (EXIF
     # orientation, transparency on white, 16-bit scaled: `mmembed export --image-decode display`)
     image_decode: str | None = None

@@ -19,12 +19,13 @@ from mmembed.client._errors import (
     ModelNotFoundError,
     ServerUnavailableError,
 )
-from mmembed.client._inputs import ImageInput, image_bytes, text_bytes
+from mmembed.client._inputs import ImageInput, image_bytes, image_text_bytes, text_bytes
 from mmembed.client._items import (
     BatchResult,
     Item,
     OnError,
     PartialEmbeddings,
+    Payload,
     assemble,
     batches,
     check_on_error,
@@ -149,6 +150,56 @@ class EmbeddingClient:
         result = self._embed(model, modality, items, batch_size, timeout_s, set_aside, skip, instruction)
         return _triton.truncate_result(result, dimensions)
 
+    @overload
+    def embed_multimodal(
+        self,
+        model: str,
+        items: Iterable[tuple[ImageInput, str]],
+        *,
+        query: bool = False,
+        instruction: str | None = None,
+        dimensions: int | None = None,
+        timeout_s: float | None = None,
+        on_error: Literal["raise"] = "raise",
+    ) -> np.ndarray: ...
+
+    @overload
+    def embed_multimodal(
+        self,
+        model: str,
+        items: Iterable[tuple[ImageInput, str]],
+        *,
+        query: bool = False,
+        instruction: str | None = None,
+        dimensions: int | None = None,
+        timeout_s: float | None = None,
+        on_error: Literal["skip"],
+    ) -> PartialEmbeddings: ...
+
+    def embed_multimodal(
+        self,
+        model: str,
+        items: Iterable[tuple[ImageInput, str]],
+        *,
+        query: bool = False,
+        instruction: str | None = None,
+        dimensions: int | None = None,
+        timeout_s: float | None = None,
+        on_error: OnError = "raise",
+    ) -> np.ndarray | PartialEmbeddings:
+        """One vector per (image, text) pair, the two read together, for models that do (MM-Embed); a text
+        may be "" (the image alone). `query=True` embeds them as queries, with INSTRUCTION's task or none."""
+        check_on_error(on_error)
+        info = self.model_info(model)
+        _triton.check_dimensions(info, dimensions)
+        _triton.check_instruction(info, query, instruction)
+        modality = _triton.multimodal_modality(info, query)
+        skip = on_error == "skip"
+        pairs, set_aside = convert_items(items, image_text_bytes, skip)
+        batch_size = self.options.image_batch_size
+        result = self._embed(model, modality, pairs, batch_size, timeout_s, set_aside, skip, instruction)
+        return _triton.truncate_result(result, dimensions)
+
     def ready(self) -> bool:
         """Whether the server answers and says every model is ready (mmembed serve's strict readiness)."""
         try:
@@ -217,7 +268,7 @@ class EmbeddingClient:
                 items = without(items, error.index)
         return BatchResult([], None, errors)
 
-    def _infer(self, target: _triton.Target, batch: Sequence[bytes], deadline: float) -> np.ndarray:
+    def _infer(self, target: _triton.Target, batch: Sequence[Payload], deadline: float) -> np.ndarray:
         inputs, outputs = _triton.infer_inputs(grpcclient, target, batch)
         attempt = 0
         while True:

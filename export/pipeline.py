@@ -19,11 +19,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmembed.core.contract import EncoderSpec, EnsembleSpec, ImageStep, ModelFamily, ModelSpec, PreprocessStep, TextStep
+from mmembed.core.contract import (
+    EncoderSpec,
+    EnsembleSpec,
+    ImageStep,
+    ImageTextStep,
+    ModelFamily,
+    ModelSpec,
+    PreprocessStep,
+    TextStep,
+)
 from mmembed.core.encoder_settings import EncoderSettings
 from mmembed.core.gate_reference import GateReference
 from mmembed.core.numeric_gate import GateReport
-from mmembed.core.preprocessing import DISPLAY_DECODE, InputLimits
+from mmembed.core.preprocessing import DISPLAY_DECODE, ImageSettings, InputLimits, TextSettings
 from mmembed.core.types import SUPPORTED_PRECISIONS, Modality, Precision, Runtime
 from mmembed.export.encoders import build_artefact
 from mmembed.export.onnx_graph import run_module
@@ -197,18 +206,26 @@ def served_spec(request: ExportRequest) -> ModelSpec:
     spec = request.family.describe(request.checkpoint)
     spec.check()
 
+    limits = request.limits
+
+    def image(settings: ImageSettings) -> ImageSettings:
+        return replace(
+            settings,
+            decode=DISPLAY_DECODE if request.image_decode == "display" else settings.decode,
+            fast_jpeg=request.fast_jpeg,
+            max_image_bytes=limits.max_image_bytes,
+            max_image_pixels=limits.max_image_pixels,
+        )
+
+    def text(settings: TextSettings) -> TextSettings:
+        return replace(settings, max_text_bytes=limits.max_text_bytes)
+
     def applied(step: PreprocessStep) -> PreprocessStep:
-        limits = request.limits
         if isinstance(step, ImageStep):
-            settings = replace(
-                step.settings,
-                decode=DISPLAY_DECODE if request.image_decode == "display" else step.settings.decode,
-                fast_jpeg=request.fast_jpeg,
-                max_image_bytes=limits.max_image_bytes,
-                max_image_pixels=limits.max_image_pixels,
-            )
-            return ImageStep(settings=settings)
-        return TextStep(settings=replace(step.settings, max_text_bytes=limits.max_text_bytes))
+            return ImageStep(settings=image(step.settings))
+        if isinstance(step, ImageTextStep):
+            return replace(step, image=image(step.image), text=text(step.text))
+        return TextStep(settings=text(step.settings))
 
     ensembles = tuple(replace(e, steps=tuple(applied(step) for step in e.steps)) for e in spec.ensembles)
     return replace(spec, ensembles=ensembles)
@@ -237,17 +254,26 @@ def _described(request: ExportRequest, spec: ModelSpec, ensemble: EnsembleSpec) 
         "matryoshka_dimensions": ",".join(str(d) for d in spec.matryoshka_dimensions),
     }
     for step in ensemble.steps:
-        if isinstance(step, ImageStep):
-            described.update(
-                image_size=f"{step.settings.height}x{step.settings.width}", image_decode=request.image_decode
-            )
-        else:
-            described["max_text_length"] = str(step.settings.max_length)
-            if step.settings.prefix_for(None):
-                described["query_instruction"] = step.settings.prefix_for(None)
-            if step.settings.takes_instruction:
-                described["instruction_template"] = step.settings.instruction_template
+        image, text = _step_settings(step)
+        if isinstance(step, ImageTextStep):
+            described["image_with_text"] = "true"
+        if image is not None:
+            described.update(image_size=f"{image.height}x{image.width}", image_decode=request.image_decode)
+        if text is not None:
+            described["max_text_length"] = str(text.max_length)
+            if text.prefix:
+                described["query_instruction"] = text.prefix
+            if text.takes_instruction:
+                described["instruction_template"] = text.instruction_template
     return described
+
+
+def _step_settings(step: PreprocessStep) -> tuple[ImageSettings | None, TextSettings | None]:
+    if isinstance(step, ImageStep):
+        return step.settings, None
+    if isinstance(step, TextStep):
+        return None, step.settings
+    return step.image, step.text
 
 
 def _reference(

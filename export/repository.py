@@ -3,13 +3,14 @@ its settings file, and each ensemble's load-gate reference. It decides nothing: 
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as pb
 
-from mmembed.core.contract import EncoderSpec, EnsembleSpec, ImageStep, TextStep
+from mmembed.core.contract import EncoderSpec, EnsembleSpec, ImageStep, ImageTextStep, TextStep
 from mmembed.core.encoder_settings import EncoderSettings
 from mmembed.core.gate_reference import REFERENCE_FILE, GateReference
 from mmembed.core.names import EMBEDDING_OUTPUT, RAW_EMBEDDING
@@ -27,7 +28,14 @@ from mmembed.export.triton_config import (
     python_model_config,
     to_pbtxt,
 )
-from mmembed.model_repository import IMAGE_PREPROCESS, L2_NORMALIZE, ONNX_ENCODER, TEXT_PREPROCESS, TORCH_ENCODER
+from mmembed.model_repository import (
+    IMAGE_PREPROCESS,
+    IMAGE_TEXT_PREPROCESS,
+    L2_NORMALIZE,
+    ONNX_ENCODER,
+    TEXT_PREPROCESS,
+    TORCH_ENCODER,
+)
 
 _DATA_TYPES = {"float32": pb.TYPE_FP32, "int64": pb.TYPE_INT64}
 _ENCODER_SOURCES = {Runtime.ONNXRUNTIME_CPU: ONNX_ENCODER, Runtime.TORCH: TORCH_ENCODER}
@@ -113,6 +121,14 @@ def write_ensemble(
             version = write_model(staging / model, config, TEXT_PREPROCESS)
             (version / SETTINGS_FILE).write_text(step.settings.to_json())
             shutil.copyfile(checkpoint / step.settings.tokenizer_file, version / step.settings.tokenizer_file)
+        elif isinstance(step, ImageTextStep):
+            inputs = [_bytes(step.input), *(_bytes(name, optional=True) for name in step.optional_inputs)]
+            config = python_model_config(model, inputs, outputs, batching, instances=batching.preprocess_instances)
+            version = write_model(staging / model, config, IMAGE_TEXT_PREPROCESS)
+            settings = {**json.loads(step.image.to_json()), **json.loads(step.text.to_json())}
+            settings.update(image_prompt=step.image_prompt, image_token=step.image_token)
+            (version / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
+            shutil.copyfile(checkpoint / step.text.tokenizer_file, version / step.text.tokenizer_file)
         output_map = {name: f"_{model}_{name}" for name in step.outputs}
         input_map = {name: name for name in (step.input, *step.optional_inputs)}
         steps.append(EnsembleStep(model=model, input_map=input_map, output_map=output_map))

@@ -148,6 +148,9 @@ def _parser() -> argparse.ArgumentParser:
     embed.add_argument("--url", default=f"localhost:{ServerSettings.grpc_port}", help="Triton gRPC endpoint host:port")
     embed.add_argument("--similarity", action="store_true", help="print the image x text cosine matrix instead")
     embed.add_argument("--query", action="store_true", help="embed the texts as search queries")
+    embed.add_argument(
+        "--instruction", default=None, help="the queries' task, for models that take one (NV-Embed); implies --query"
+    )
     embed.add_argument("--dimensions", type=int, default=None, help="Matryoshka: keep this many dimensions")
     embed.add_argument("--timeout", type=float, default=ClientOptions.timeout_s, help="seconds for the whole call")
     embed.add_argument("--ssl", action="store_true", help="gRPC over TLS")
@@ -396,7 +399,12 @@ def _embed(args: argparse.Namespace) -> int:
     with EmbeddingClient(args.url, options) as client:
         dimensions = args.dimensions
         images = client.embed_images(args.model, args.image, dimensions=dimensions) if args.image else None
-        vectors = client.embed_texts(args.model, texts, query=args.query, dimensions=dimensions) if texts else None
+        query = args.query or args.instruction is not None
+        vectors = (
+            client.embed_texts(args.model, texts, query=query, instruction=args.instruction, dimensions=dimensions)
+            if texts
+            else None
+        )
     if args.similarity:
         if images is None or vectors is None:
             print("mmembed embed: --similarity needs at least one --image and one --text", file=sys.stderr)

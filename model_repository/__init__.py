@@ -11,6 +11,7 @@ from pathlib import Path
 SOURCES = Path(__file__).parent
 IMAGE_PREPROCESS = SOURCES / "image_preprocess.py"
 TEXT_PREPROCESS = SOURCES / "text_preprocess.py"
+IMAGE_TEXT_PREPROCESS = SOURCES / "image_text_preprocess.py"
 ONNX_ENCODER = SOURCES / "onnx_encoder.py"
 TORCH_ENCODER = SOURCES / "torch_encoder.py"
 L2_NORMALIZE = SOURCES / "l2_normalize.py"

@@ -196,7 +196,31 @@ class TextStep:
         return (INPUT_IDS, *_masks(self.settings))
 
 
-PreprocessStep = ImageStep | TextStep
+@dataclass(frozen=True, kw_only=True)
+class ImageTextStep:
+    """An image with an optional text (ensemble inputs IMAGE, and optional TEXT and INSTRUCTION) ->
+    `pixel_values`, and the tokens of `image_prompt` + text, where `image_prompt` holds the image's place
+    (MM-Embed: "<image>\n"); a missing text is "". For models that read an image and its text together."""
+
+    image: ImageSettings
+    text: TextSettings
+    image_prompt: str
+    image_token: str  # the token in image_prompt whose position the encoder puts the image at
+
+    @property
+    def input(self) -> str:
+        return IMAGE_INPUT
+
+    @property
+    def optional_inputs(self) -> tuple[str, ...]:
+        return (TEXT_INPUT, INSTRUCTION_INPUT) if self.text.takes_instruction else (TEXT_INPUT,)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return (PIXEL_VALUES, INPUT_IDS, *_masks(self.text))
+
+
+PreprocessStep = ImageStep | TextStep | ImageTextStep
 
 
 @dataclass(frozen=True, kw_only=True)

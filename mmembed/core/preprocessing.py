@@ -32,11 +32,13 @@ __all__ = [
     "InvalidInputError",
     "TextSettings",
     "TextTokenizer",
+    "check_pooled",
     "decode_image",
     "decode_text",
     "image_pixels",
     "open_image",
     "preprocess_image",
+    "task",
 ]
 
 SETTINGS_FILE = "preprocessing.json"
@@ -126,7 +128,8 @@ class TextSettings:
     max_length: int
     pad_token_id: int
     lowercase: bool  # SigLIP was trained on lowercased text; its Gemma tokenizer does not lowercase itself
-    # Put before every text (JinaCLIP's retrieval-query instruction in the query ensemble); "" for none.
+    # Put before every text that comes without a task of its own (JinaCLIP's retrieval-query instruction,
+    # NV-Embed's default task in its template, MM-Embed's "Query: "); "" for none.
     prefix: str = ""
     # Pad each request only to its longest text, rounded up to a power of two (>= MIN_TEXT_LENGTH, at
     # most max_length), instead of always to max_length: for towers that mask padding out (JinaCLIP).
@@ -140,31 +143,32 @@ class TextSettings:
     max_text_bytes: int = InputLimits.max_text_bytes
     # Put after every text, before tokenizing (NV-Embed appends its EOS as the text "</s>"); "" for none.
     suffix: str = ""
-    # Instructions chosen per request (NV-Embed queries): the prefix is this template with `{task}`
-    # replaced by the request's task, or by `default_task` for requests that give none. "" for none.
+    # Instructions chosen per request (NV-Embed, MM-Embed queries): a request's task fills `{task}`, and
+    # the result goes before its text instead of `prefix`. "" for models whose queries take no task.
     instruction_template: str = ""
-    default_task: str = ""
-    # Also hand the encoder `pool_mask`: the attention mask with the positions of the prefix zeroed, so the
-    # pooling leaves the instruction out. Its length is the prefix's token count when tokenized alone,
-    # without special tokens, masked from position 0: NV-Embed's own rule, quirks included (it starts at
-    # BOS, and the prefix's trailing lone "▁" merges into the next word in context).
+    # Also hand the encoder `pool_mask`: the attention mask with the leading positions of the prefix
+    # zeroed, so the pooling leaves the instruction out, counted exactly as the model's reference does:
+    # - `pool_mask_split` "": the prefix's tokens when tokenized alone without special tokens, masked
+    #   from position 0 (NV-Embed: so BOS is masked, and the prefix's trailing lone "▁" merges into the
+    #   next word in context: BOS + instruction are hidden);
+    # - `pool_mask_split` set (MM-Embed: "\nQuery: "): the tokens, special tokens included, of the part of
+    #   the prefix before that separator; nothing for a prefix without it.
     pool_mask: bool = False
+    pool_mask_split: str = ""
 
     def __post_init__(self) -> None:
         if self.instruction_template and "{task}" not in self.instruction_template:
             raise ValueError(f"instruction_template {self.instruction_template!r} has no {{task}} field")
-        if self.instruction_template and self.prefix:
-            raise ValueError("a text step has either a fixed prefix or an instruction template, not both")
 
     @property
     def takes_instruction(self) -> bool:
         return bool(self.instruction_template)
 
     def prefix_for(self, task: str | None) -> str:
-        """What goes before a text: the fixed prefix, or the template filled with TASK (None: the default)."""
-        if not self.instruction_template:
+        """What goes before a text: the template filled with TASK, or without a task the fixed prefix."""
+        if task is None or not self.instruction_template:
             return self.prefix
-        return self.instruction_template.replace("{task}", self.default_task if task is None else task)
+        return self.instruction_template.replace("{task}", task)
 
     def to_json(self) -> str:
         return json.dumps({"text": asdict(self)}, indent=2)
@@ -358,11 +362,18 @@ class TextTokenizer:
             result[POOL_MASK] = pool
         return result
 
+    def token_id(self, token: str) -> int | None:
+        found = self._tokenizer.token_to_id(token)
+        return None if found is None else int(found)
+
     def prefix_tokens(self, prefix: str) -> int:
         """How many leading positions the pool mask hides for PREFIX (see TextSettings.pool_mask)."""
-        if not prefix:
+        split = self.settings.pool_mask_split
+        if not split:
+            return len(self._tokenizer.encode(prefix, add_special_tokens=False).ids) if prefix else 0
+        if split not in prefix:
             return 0
-        return len(self._tokenizer.encode(prefix, add_special_tokens=False).ids)
+        return len(self._tokenizer.encode(prefix.split(split)[0], add_special_tokens=True).ids)
 
 
 def padded_length(longest: int, settings: TextSettings) -> int:
@@ -383,3 +394,18 @@ def decode_text(data: bytes, max_bytes: int) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise InvalidInputError(f"text is not valid UTF-8 (byte {e.start}: {data[e.start : e.start + 1]!r})") from None
+
+
+def task(data: bytes, max_bytes: int) -> str | None:
+    """One item's instruction task from a request; an empty one means the model's default."""
+    return decode_text(data, max_bytes) or None
+
+
+def check_pooled(encoded: dict[str, np.ndarray]) -> None:
+    """Refuse, naming the item, a text whose pool mask keeps no token (an empty text after an instruction
+    that hides every position): its embedding would be 0/0."""
+    if POOL_MASK not in encoded:
+        return
+    for row, count in enumerate(encoded[POOL_MASK].sum(axis=1)):
+        if count == 0:
+            raise InvalidInputError(f"item {row}: no token is left to embed: the instruction hides every token")

@@ -29,7 +29,9 @@ SUPPORTED_PRECISIONS: dict[Runtime, tuple[Precision, ...]] = {
     Runtime.TORCH: (Precision.FP32, Precision.FP16, Precision.BF16, Precision.FP8),
 }
 
-# What one served ensemble embeds, and the suffix of its name: NAME_image, NAME_text, NAME_query.
-# "query" is text with the model's retrieval instruction in front, for models whose queries differ.
-Modality = Literal["image", "text", "query"]
-MODALITIES: tuple[Modality, ...] = ("image", "text", "query")
+# What one served ensemble embeds, and the suffix of its name: NAME_image, NAME_text, NAME_query,
+# NAME_image_query. "query" is text with the model's retrieval instruction in front, for models whose
+# queries differ; "image_query" an image (with an optional text) as a query, for models that read both
+# together (MM-Embed), whose NAME_image also takes an optional text.
+Modality = Literal["image", "text", "query", "image_query"]
+MODALITIES: tuple[Modality, ...] = ("image", "text", "query", "image_query")

@@ -47,10 +47,11 @@ def gemma_like_tokenizer(vocab_size: int, added_tokens: dict[str, dict[str, Any]
     return tokenizer
 
 
-def mistral_like_tokenizer(vocab_size: int, added_tokens: dict[str, dict[str, Any]]) -> Any:
+def mistral_like_tokenizer(vocab_size: int, added_tokens: dict[str, dict[str, Any]], *, add_eos: bool = False) -> Any:
     """A BPE shaped like Mistral-7B's tokenizer.json as transformers builds it for `LlamaTokenizer`:
-    ADDED_TOKENS (<unk>=0, <s>=1, </s>=2) at their ids, "▁" put before the text and for every space (one
-    piece, not split into words), byte fallback, `<s>` put in front and no `</s>` after, VOCAB_SIZE ids."""
+    ADDED_TOKENS (<unk>=0, <s>=1, </s>=2, and LLaVA's <image>, <pad> after the vocabulary) at their ids,
+    "▁" put before the text and for every space (one piece, not split into words), byte fallback, `<s>`
+    put in front and, with ADD_EOS (MM-Embed's processor), `</s>` after; VOCAB_SIZE ids in all."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     leading, trailing, entries = split_added_tokens(added_tokens)
@@ -73,8 +74,11 @@ def mistral_like_tokenizer(vocab_size: int, added_tokens: dict[str, dict[str, An
     tokenizer.decoder = decoders.Sequence(
         [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
     )
-    bos = tokenizer.token_to_id("<s>")
-    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", bos)])
+    bos, eos = tokenizer.token_to_id("<s>"), tokenizer.token_to_id("</s>")
+    template = "<s> $A </s>" if add_eos else "<s> $A"
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=template, special_tokens=[("<s>", bos), ("</s>", eos)] if add_eos else [("<s>", bos)]
+    )
     return tokenizer
 
 

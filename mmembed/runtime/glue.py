@@ -53,6 +53,24 @@ def error_response(message: str, *, invalid_input: bool) -> Any:
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
 
 
+def optional_items(request: Any, name: str, count: int, handle: Callable[[bytes], T]) -> list[T] | None:
+    """HANDLE applied to each item of optional input NAME, or None where the request leaves it out; it
+    must hold COUNT items, one per item of the request's main input. Errors name the item and NAME."""
+    if pb_utils.get_input_tensor_by_name(request, name) is None:
+        return None
+
+    def named(data: bytes) -> T:
+        try:
+            return handle(data)
+        except InvalidInputError as e:
+            raise InvalidInputError(f"{name.lower()}: {e}") from None
+
+    items = map_items(input_array(request, name), named)
+    if len(items) != count:
+        raise InvalidInputError(f"{len(items)} {name} items for {count} inputs: send one per input")
+    return items
+
+
 def map_items(items: np.ndarray, handle: Callable[[bytes], T]) -> list[T]:
     """HANDLE applied to each BYTES item, in order; a bad item fails with its index in the message."""
     results = []

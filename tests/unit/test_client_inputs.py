@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from image_files import encode, photo
 
-from mmembed.client import ClientOptions, InvalidInputError
+from mmembed.client import ClientOptions, InvalidInputError, _triton
 from mmembed.client._errors import (
     ModelNotFoundError,
     ServerError,
@@ -17,8 +17,9 @@ from mmembed.client._errors import (
     ServerUnavailableError,
     translate,
 )
-from mmembed.client._inputs import image_bytes, text_bytes
+from mmembed.client._inputs import image_bytes, image_text_bytes, text_bytes
 from mmembed.client._items import BatchResult, PartialEmbeddings, assemble, batches, convert_items, rebased
+from mmembed.client._types import ModelInfo
 
 
 def test_paths_bytes_pil_arrays_and_data_uris(tmp_path: Path) -> None:
@@ -132,3 +133,40 @@ def test_only_not_now_errors_are_retried_and_within_the_deadline() -> None:
     assert retry_delay(ServerUnavailableError("x"), 0, time.monotonic() + 1e-6, options) is None  # deadline
     for error in (InvalidInputError("bad"), ModelNotFoundError("none"), ServerError("boom")):
         assert retry_delay(error, 0, far, options) is None
+
+
+def _info(**fields: object) -> ModelInfo:
+    base: dict[str, object] = {
+        "name": "m",
+        "family": "f",
+        "dimension": 8,
+        "modalities": ("image", "text"),
+        "image_size": (8, 8),
+        "max_text_length": 16,
+        "runtime": "onnxruntime-cpu",
+        "precision": "fp32",
+    }
+    return ModelInfo(**{**base, **fields})  # type: ignore[arg-type]
+
+
+def test_image_text_pairs_go_only_to_models_that_read_them_together() -> None:
+    with pytest.raises(InvalidInputError, match="does not embed an image and a text together"):
+        _triton.multimodal_modality(_info(), query=False)
+    both = _info(modalities=("image", "image_query", "query", "text"), image_with_text=True)
+    assert _triton.multimodal_modality(both, query=True) == "image_query"
+    assert _triton.multimodal_modality(both, query=False) == "image"
+    with pytest.raises(InvalidInputError, match="has no image queries"):
+        _triton.multimodal_modality(_info(image_with_text=True), query=True)
+    with pytest.raises(InvalidInputError, match=r"^items must be \(image, text\) pairs"):
+        image_text_bytes(b"just an image")  # type: ignore[arg-type]
+
+
+def test_an_instruction_goes_only_where_a_query_takes_one() -> None:
+    fixed = _info(modalities=("query", "text"), query_instruction="Represent the query: ")
+    with pytest.raises(InvalidInputError, match="takes no per-request instruction; its queries always get"):
+        _triton.check_instruction(fixed, query=True, instruction="Find it")
+    tasked = _info(instruction_template="Instruct: {task}\nQuery: ")
+    _triton.check_instruction(tasked, query=True, instruction="Find it")
+    _triton.check_instruction(tasked, query=False, instruction=None)
+    with pytest.raises(InvalidInputError, match="applies to queries"):
+        _triton.check_instruction(tasked, query=False, instruction="Find it")

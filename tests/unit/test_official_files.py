@@ -25,6 +25,7 @@ from mmembed.families.jinaclip2 import checkpoint as jina_files
 from mmembed.families.jinaclip2.eva02 import Eva02Config
 from mmembed.families.jinaclip2.layout import text_settings_of, vision_config
 from mmembed.families.jinaclip2.text_tower import text_config
+from mmembed.families.mm_embed import checkpoint as mm_embed_files
 from mmembed.families.nvembed2 import checkpoint as nvembed_files
 from mmembed.families.official import OFFICIAL
 from mmembed.families.siglip2 import checkpoint as siglip_files
@@ -56,6 +57,7 @@ ARCHITECTURE_KEYS = {
     "latent_dim",
     "cross_dim_head",
     "max_seq_length",
+    "image_token_index",
     "model_max_length",
 }
 
@@ -69,7 +71,7 @@ def test_packaged_files_are_the_fixtures_byte_for_byte(path: Path) -> None:
     assert path.read_bytes() == (FIXTURES / path.parent.name / path.name).read_bytes()
 
 
-FILE_MAKERS = [(siglip_files, "so400m-512"), (jina_files, "full"), (nvembed_files, "full")]
+FILE_MAKERS = [(siglip_files, "so400m-512"), (jina_files, "full"), (nvembed_files, "full"), (mm_embed_files, "full")]
 
 
 @pytest.mark.parametrize(("module", "size"), FILE_MAKERS)

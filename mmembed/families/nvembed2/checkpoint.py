@@ -66,7 +66,7 @@ def official_files(size: str) -> dict[str, bytes]:
 def random_tensor(name: str, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
     """A random weight shaped SHAPE: norms' scales 1 and biases 0, the rest normal with std 0.02 (the
     config's initializer_range); the latents unit normal, as trained latents are not small."""
-    if name.endswith(("norm.weight", "norm_context.weight")):
+    if name.endswith(".weight") and "norm" in name.rsplit(".", 2)[-2]:  # also CLIP's pre_layrnorm, layer_norm1
         return torch.ones(shape)
     if name.endswith(".bias"):
         return torch.zeros(shape)

@@ -8,6 +8,7 @@ form transformers passes through unchanged, so neither its causal nor its slidin
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -42,15 +43,26 @@ def padding_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tens
 class NVEmbedTextEncoder(nn.Module):
     """input_ids, attention_mask, pool_mask (batch, tokens) -> the raw embedding (batch, hidden), fp32."""
 
-    def __init__(self, text_config: dict[str, Any], pooler: PoolerConfig) -> None:
+    def __init__(
+        self, text_config: dict[str, Any], pooler: PoolerConfig, id_remap: tuple[tuple[int, int], ...] = ()
+    ) -> None:
         super().__init__()
         self.decoder: Any = bidirectional_mistral(text_config)
         self.pooler = LatentAttentionPooler(pooler)
+        # Token ids past the decoder's vocabulary and what they are looked up as (MM-Embed: its processor's
+        # <image> 32000 -> 0 and <pad> 32001 -> 2, as its reference does before the embedding lookup).
+        self.id_remap = id_remap
         self.stored_dtype = torch.float32  # the dtype of the checkpoint it was loaded from
+        self.source: Path | None = None  # the checkpoint folder it was loaded from
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pool_mask: torch.Tensor) -> torch.Tensor:
-        embeddings = self.decoder.embed_tokens(input_ids)
-        return self.embed(embeddings, attention_mask, pool_mask)
+        return self.embed(self.token_embeddings(input_ids), attention_mask, pool_mask)
+
+    def token_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
+        for source, target in self.id_remap:
+            input_ids = torch.where(input_ids == source, torch.full_like(input_ids, target), input_ids)
+        embeddings: torch.Tensor = self.decoder.embed_tokens(input_ids)
+        return embeddings
 
     def embed(self, embeddings: torch.Tensor, attention_mask: torch.Tensor, pool_mask: torch.Tensor) -> torch.Tensor:
         """The same from token embeddings (batch, tokens, hidden): where MM-Embed splices image tokens in."""

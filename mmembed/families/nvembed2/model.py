@@ -73,7 +73,8 @@ def describe(checkpoint: Path) -> ModelSpec:
     """One encoder `text`; NAME_text (documents) and NAME_query (instruction chosen per request)."""
     config = read_config(checkpoint)
     documents = text_settings(checkpoint, config)
-    queries = replace(documents, instruction_template=INSTRUCTION_TEMPLATE, default_task=DEFAULT_TASK)
+    default = INSTRUCTION_TEMPLATE.replace("{task}", DEFAULT_TASK)
+    queries = replace(documents, prefix=default, instruction_template=INSTRUCTION_TEMPLATE)
     encoder = EncoderSpec(
         name="text",
         inputs=encoder_text_inputs(documents, config.vocab_size),
