@@ -16,6 +16,7 @@ from mmembed.core.gate_reference import REFERENCE_FILE, GateReference
 from mmembed.core.names import EMBEDDING_OUTPUT, RAW_EMBEDDING
 from mmembed.core.preprocessing import SETTINGS_FILE
 from mmembed.core.types import Precision, Runtime
+from mmembed.export.runtime_code import copy_runtime_code
 from mmembed.export.tensorrt_engine import optimization_profile
 from mmembed.export.triton_config import (
     GPU_INPUTS,
@@ -55,14 +56,17 @@ def _encoder_tensors(spec: EncoderSpec) -> dict[str, TensorSpec]:
     }
 
 
-def write_model(folder: Path, config: pb.ModelConfig, source: Path | None = None) -> Path:
-    """FOLDER/config.pbtxt, and SOURCE as the Python model; returns the version folder (ensembles need an
-    empty one too)."""
+def write_model(
+    folder: Path, config: pb.ModelConfig, source: Path | None = None, run_time_modules: tuple[str, ...] = ()
+) -> Path:
+    """FOLDER/config.pbtxt, and SOURCE as the Python model with the mmembed code it runs beside it (and
+    RUN_TIME_MODULES', which it imports by name); returns the version folder (ensembles need an empty one)."""
     version = folder / "1"
     version.mkdir(parents=True, exist_ok=True)
     (folder / "config.pbtxt").write_text(to_pbtxt(config))
     if source is not None:
         shutil.copyfile(source, version / "model.py")
+        copy_runtime_code(version, source, run_time_modules)
     return version
 
 
@@ -81,7 +85,8 @@ def write_encoder(staging: Path, names: ModelNames, settings: EncoderSettings, b
         gpu=settings.runtime is Runtime.TORCH and settings.device == "cuda",
         profile=optimization_profile(spec, batching.max_batch_size) if fp16_through_tensorrt else None,
     )
-    settings.save(write_model(staging / model, config, _ENCODER_SOURCES.get(settings.runtime)))
+    family = (settings.family_module,) if settings.runtime is Runtime.TORCH else ()  # torch imports it by name
+    settings.save(write_model(staging / model, config, _ENCODER_SOURCES.get(settings.runtime), family))
 
 
 def write_ensemble(

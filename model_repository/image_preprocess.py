@@ -8,10 +8,15 @@ nvJPEG on a GPU) and hands the pixels on in place (DLPack).
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+
+# This repository's own copy of the mmembed code it runs (export put it beside this file) comes first.
+sys.path.insert(0, str(Path(__file__).parent))
 
 from mmembed.core.names import IMAGE_INPUT, PIXEL_VALUES
 from mmembed.core.preprocessing import SETTINGS_FILE, ImageSettings, image_pixels

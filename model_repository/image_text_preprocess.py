@@ -5,10 +5,15 @@ pixel_values and the prompt's input_ids, attention_mask and pool_mask, for model
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+
+# This repository's own copy of the mmembed code it runs (export put it beside this file) comes first.
+sys.path.insert(0, str(Path(__file__).parent))
 
 from mmembed.core.names import IMAGE_INPUT, INPUT_IDS, INSTRUCTION_INPUT, PIXEL_VALUES, TEXT_INPUT
 from mmembed.core.preprocessing import (

@@ -5,10 +5,15 @@ Embeddings a GPU encoder left on the GPU are normalised there (torch, through DL
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+
+# This repository's own copy of the mmembed code it runs (export put it beside this file) comes first.
+sys.path.insert(0, str(Path(__file__).parent))
 
 from mmembed.core.names import EMBEDDING_OUTPUT, RAW_EMBEDDING
 from mmembed.runtime.glue import respond

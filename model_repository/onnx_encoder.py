@@ -6,11 +6,16 @@ All requests of a dynamic batch run as one onnxruntime call, then the output is 
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime
 import triton_python_backend_utils as pb_utils
+
+# This repository's own copy of the mmembed code it runs (export put it beside this file) comes first.
+sys.path.insert(0, str(Path(__file__).parent))
 
 from mmembed.core.encoder_settings import EncoderSettings
 from mmembed.runtime.glue import error_response, input_array, version_folder

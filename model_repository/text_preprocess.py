@@ -4,9 +4,14 @@ per-item INSTRUCTION (the task text alone; the repository's default task where i
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 import triton_python_backend_utils as pb_utils
+
+# This repository's own copy of the mmembed code it runs (export put it beside this file) comes first.
+sys.path.insert(0, str(Path(__file__).parent))
 
 from mmembed.core.names import INSTRUCTION_INPUT, TEXT_INPUT
 from mmembed.core.preprocessing import SETTINGS_FILE, TextSettings, TextTokenizer, check_pooled, decode_text, task

@@ -10,12 +10,17 @@ GPU (DLPack) are used in place; the output stays on the GPU for the normalisatio
 from __future__ import annotations
 
 import importlib
+import sys
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
 import triton_python_backend_utils as pb_utils
 from torch.utils.dlpack import from_dlpack
+
+# This repository's own copy of the mmembed code it runs (export put it beside this file) comes first.
+sys.path.insert(0, str(Path(__file__).parent))
 
 from mmembed.core.encoder_settings import EncoderSettings
 from mmembed.core.names import TOWER_FOLDER

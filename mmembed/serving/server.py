@@ -301,6 +301,7 @@ class TritonServer:
                 stderr=subprocess.STDOUT,
                 env=_stub_environment(install, self.settings.stub_python),
                 start_new_session=True,  # Ctrl-C reaches us, and we stop the server in order
+                cwd=workdir,  # not the caller's: a source tree there would be importable by the stubs
             ).result()
         try:
             self._wait_until_ready()
