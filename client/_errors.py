@@ -72,6 +72,9 @@ def translate(status: str | None, message: str) -> EmbeddingError:
         return AccessDeniedError(f"{message} (pass the server's key as ClientOptions(api_key=...))")
     if "has no available versions" in lowered:  # loading or unloading, e.g. while the server restarts
         return ServerUnavailableError(message)
+    if "is not healthy" in lowered or ("in ensemble" in lowered and "is not ready" in lowered):
+        # a step's stub died or its model is being reloaded (mmembed serve's watchdog): back soon
+        return ServerUnavailableError(message)
     if "unknown model" in lowered or "is not ready" in lowered or "is not found" in lowered:
         return ModelNotFoundError(message)
     if "exceeds maximum queue size" in lowered or "request timeout expired" in lowered:

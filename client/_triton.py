@@ -142,9 +142,10 @@ def ensemble_name(model: str, modality: str) -> str:
     return model + MODALITY_SUFFIX[modality]
 
 
-def ready_ensembles(index: dict[str, Any]) -> list[str]:
-    """Names of READY models in a repository index that look like mmembed ensembles."""
-    names = [m["name"] for m in index.get("models", []) if m.get("state") == "READY"]
+def ready_ensembles(statistics: dict[str, Any]) -> list[str]:
+    """Names of the loaded models, from Triton's statistics (the repository index is an administrator's
+    protocol, locked by mmembed serve), that look like mmembed ensembles."""
+    names = {m["name"] for m in statistics.get("model_stats", [])}
     return sorted(n for n in names if n.endswith(tuple(MODALITY_SUFFIX.values())))
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import tritonclient.grpc.aio as aioclient
 
 from mmembed.client import _triton
+from mmembed.client._endpoints import Endpoints, parse_urls
 from mmembed.client._errors import (
     DeadlineExceededError,
     EmbeddingError,
@@ -41,11 +42,14 @@ from mmembed.client.options import ClientOptions
 class AsyncEmbeddingClient:
     """Embed images and texts over gRPC from asyncio code; see EmbeddingClient for the contract."""
 
-    def __init__(self, url: str = "localhost:8001", options: ClientOptions | None = None) -> None:
+    def __init__(self, url: str | Sequence[str] = "localhost:8001", options: ClientOptions | None = None) -> None:
         self.options = options or ClientOptions()
-        self._client = aioclient.InferenceServerClient(
-            url, ssl=self.options.ssl, root_certificates=self.options.root_certificates
-        )
+        urls = parse_urls(url)
+        clients = [
+            aioclient.InferenceServerClient(u, ssl=self.options.ssl, root_certificates=self.options.root_certificates)
+            for u in urls
+        ]
+        self._endpoints = Endpoints(urls, clients)
         self._headers = self.options.request_headers()
         self._infos: dict[str, ModelInfo] = {}
 
@@ -189,20 +193,34 @@ class AsyncEmbeddingClient:
         return _triton.truncate_result(result, dimensions)
 
     async def ready(self) -> bool:
-        """Whether the server answers and says every model is ready (mmembed serve's strict readiness)."""
-        try:
-            with _triton.translated_errors():
-                return bool(await self._client.is_server_ready(headers=self._headers))
-        except ServerUnavailableError:
-            return False
+        """Whether a server answers and says every model is ready (mmembed serve's strict readiness); with
+        several endpoints, whether at least one does."""
+        for client in self._endpoints.clients:
+            try:
+                with _triton.translated_errors():
+                    if await client.is_server_ready(headers=self._headers):
+                        return True
+            except ServerUnavailableError:
+                continue
+        return False
 
     async def list_models(self) -> list[ModelInfo]:
-        with _triton.translated_errors():
-            index = await self._client.get_model_repository_index(headers=self._headers, as_json=True)
-            configs = {
-                name: (await self._client.get_model_config(name, headers=self._headers, as_json=True))["config"]
-                for name in _triton.ready_ensembles(index)
-            }
+        """The models served (from the first endpoint that answers)."""
+        for _ in self._endpoints.clients:
+            index, client = self._endpoints.pick()
+            try:
+                with _triton.translated_errors():
+                    statistics = await client.get_inference_statistics(headers=self._headers, as_json=True)
+                    configs = {
+                        name: (await client.get_model_config(name, headers=self._headers, as_json=True))["config"]
+                        for name in _triton.ready_ensembles(statistics)
+                    }
+                break
+            except ServerUnavailableError:
+                if not self._endpoints.set_aside(index):
+                    raise
+        else:
+            raise ServerUnavailableError(f"no endpoint answered: {', '.join(self._endpoints.urls)}")
         infos: list[ModelInfo] = _triton.model_infos(configs)
         self._infos = {info.name: info for info in infos}
         return infos
@@ -266,23 +284,27 @@ class AsyncEmbeddingClient:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise DeadlineExceededError("the call's timeout passed before this batch was sent")
+            index, client = self._endpoints.pick()
             try:
                 with _triton.translated_errors():
-                    result = await self._client.infer(
+                    result = await client.infer(
                         target.ensemble, inputs, outputs=outputs, headers=self._headers, client_timeout=remaining
                     )
             except EmbeddingError as e:
                 delay = retry_delay(e, attempt, deadline, self.options)
                 if delay is None:
                     raise
-                await asyncio.sleep(delay)
                 attempt += 1
+                if not self._endpoints.set_aside(index):  # no other endpoint is healthy: wait, then try again
+                    await asyncio.sleep(delay)
                 continue
+            self._endpoints.healthy(index)
             vectors: np.ndarray = _triton.embeddings(result)
             return vectors
 
     async def close(self) -> None:
-        await self._client.close()
+        for client in self._endpoints.clients:
+            await client.close()
 
     async def __aenter__(self) -> AsyncEmbeddingClient:
         return self

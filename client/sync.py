@@ -12,6 +12,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from mmembed.client import _triton
+from mmembed.client._endpoints import Endpoints, parse_urls
 from mmembed.client._errors import (
     DeadlineExceededError,
     EmbeddingError,
@@ -47,11 +48,14 @@ class EmbeddingClient:
     `on_error="skip"` a call embeds every other item and returns a PartialEmbeddings.
     """
 
-    def __init__(self, url: str = "localhost:8001", options: ClientOptions | None = None) -> None:
+    def __init__(self, url: str | Sequence[str] = "localhost:8001", options: ClientOptions | None = None) -> None:
         self.options = options or ClientOptions()
-        self._client = grpcclient.InferenceServerClient(
-            url, ssl=self.options.ssl, root_certificates=self.options.root_certificates
-        )
+        urls = parse_urls(url)
+        clients = [
+            grpcclient.InferenceServerClient(u, ssl=self.options.ssl, root_certificates=self.options.root_certificates)
+            for u in urls
+        ]
+        self._endpoints = Endpoints(urls, clients)
         self._headers = self.options.request_headers()
         self._pool = ThreadPoolExecutor(self.options.max_in_flight, thread_name_prefix="mmembed")
         self._infos: dict[str, ModelInfo] = {}
@@ -201,20 +205,34 @@ class EmbeddingClient:
         return _triton.truncate_result(result, dimensions)
 
     def ready(self) -> bool:
-        """Whether the server answers and says every model is ready (mmembed serve's strict readiness)."""
-        try:
-            with _triton.translated_errors():
-                return bool(self._client.is_server_ready(headers=self._headers))
-        except ServerUnavailableError:
-            return False
+        """Whether a server answers and says every model is ready (mmembed serve's strict readiness); with
+        several endpoints, whether at least one does."""
+        for client in self._endpoints.clients:
+            try:
+                with _triton.translated_errors():
+                    if client.is_server_ready(headers=self._headers):
+                        return True
+            except ServerUnavailableError:
+                continue
+        return False
 
     def list_models(self) -> list[ModelInfo]:
-        with _triton.translated_errors():
-            index = self._client.get_model_repository_index(headers=self._headers, as_json=True)
-            configs = {
-                name: self._client.get_model_config(name, headers=self._headers, as_json=True)["config"]
-                for name in _triton.ready_ensembles(index)
-            }
+        """The models served (from the first endpoint that answers)."""
+        for _ in self._endpoints.clients:
+            index, client = self._endpoints.pick()
+            try:
+                with _triton.translated_errors():
+                    statistics = client.get_inference_statistics(headers=self._headers, as_json=True)
+                    configs = {
+                        name: (client.get_model_config(name, headers=self._headers, as_json=True))["config"]
+                        for name in _triton.ready_ensembles(statistics)
+                    }
+                break
+            except ServerUnavailableError:
+                if not self._endpoints.set_aside(index):
+                    raise
+        else:
+            raise ServerUnavailableError(f"no endpoint answered: {', '.join(self._endpoints.urls)}")
         infos: list[ModelInfo] = _triton.model_infos(configs)
         self._infos = {info.name: info for info in infos}
         return infos
@@ -275,24 +293,28 @@ class EmbeddingClient:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise DeadlineExceededError("the call's timeout passed before this batch was sent")
+            index, client = self._endpoints.pick()
             try:
                 with _triton.translated_errors():
-                    result = self._client.infer(
+                    result = client.infer(
                         target.ensemble, inputs, outputs=outputs, headers=self._headers, client_timeout=remaining
                     )
             except EmbeddingError as e:
                 delay = retry_delay(e, attempt, deadline, self.options)
                 if delay is None:
                     raise
-                time.sleep(delay)
                 attempt += 1
+                if not self._endpoints.set_aside(index):  # no other endpoint is healthy: wait, then try again
+                    time.sleep(delay)
                 continue
+            self._endpoints.healthy(index)
             vectors: np.ndarray = _triton.embeddings(result)
             return vectors
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
-        self._client.close()
+        for client in self._endpoints.clients:
+            client.close()
 
     def __enter__(self) -> EmbeddingClient:
         return self

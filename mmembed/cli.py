@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -370,16 +369,13 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _watch(server: TritonServer, interval_s: float) -> None:
-    """Until interrupted: every INTERVAL_S, restart the server if it or one of its stubs died."""
+    """Until interrupted: every INTERVAL_S, reload a model whose stub died or hung, or restart a dead server."""
+    from mmembed.serving.watchdog import watch
+
     if interval_s <= 0:
         signal.pause()
         return
-    while True:
-        time.sleep(interval_s)
-        problem = server.problem()
-        if problem:
-            print(f"{problem}; restarting tritonserver ...", flush=True)
-            print(f"recovered: ready again after {server.recover():.1f} s", flush=True)
+    watch(server, interval_s, log=lambda line: print(line, flush=True))
 
 
 def _embed(args: argparse.Namespace) -> int:

@@ -25,3 +25,5 @@ TOWER_FOLDER = "tower"
 # The header `mmembed serve --api-key` checks: as is over HTTP; over gRPC Triton expects it prefixed.
 API_KEY_HEADER = "mmembed-api-key"
 GRPC_API_KEY_HEADER = "triton-grpc-protocol-" + API_KEY_HEADER
+# The header of the model repository's protocol (load, unload): only the serving process has its key.
+ADMIN_KEY_HEADER = "mmembed-admin-key"

@@ -23,13 +23,14 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from mmembed.core.names import API_KEY_HEADER
+from mmembed.core.names import ADMIN_KEY_HEADER, API_KEY_HEADER
 from mmembed.core.numeric_gate import GateReport, PrecisionGateError
 from mmembed.serving.load_gate import check_repository, references
 from mmembed.serving.probe import Prober
@@ -46,19 +47,21 @@ class ServeError(RuntimeError):
     """The server cannot be found, cannot start, or a model failed to load (the message says which)."""
 
 
-# Triton's protocol groups (--grpc-restricted-protocol / --http-restricted-api).
-ADMIN_PROTOCOLS = "shared-memory,trace,logging"
-ALL_BUT_HEALTH = "metadata,inference,model-config,model-repository,statistics," + ADMIN_PROTOCOLS
+# Triton's protocol groups (--grpc-restricted-protocol / --http-restricted-api). The model repository's
+# (load, unload, index) is an administrator's: with explicit model control its load call can install a
+# model from files sent in the request, i.e. run code; only this process holds its key. Clients list the
+# models through the statistics protocol instead.
+ADMIN_PROTOCOLS = "shared-memory,trace,logging,model-repository"
+CLIENT_PROTOCOLS = "metadata,inference,model-config,statistics"  # behind the API key, when one is set
 
 
-def _restrictions(api_key: str | None) -> list[str]:
-    """The tritonserver flags that lock protocols behind the API key header."""
-    if api_key is None:
-        locked, key = ADMIN_PROTOCOLS, secrets.token_hex(16)
-    else:
-        locked, key = ALL_BUT_HEALTH, api_key
-    rule = f"{locked}:{API_KEY_HEADER}={key}"
-    return [f"--grpc-restricted-protocol={rule}", f"--http-restricted-api={rule}"]
+def _restrictions(api_key: str | None, admin_key: str) -> list[str]:
+    """The tritonserver flags that lock the admin protocols behind ADMIN_KEY and, with an API key, every
+    other protocol but health behind it."""
+    rules = [f"{ADMIN_PROTOCOLS}:{ADMIN_KEY_HEADER}={admin_key}"]
+    if api_key is not None:
+        rules.append(f"{CLIENT_PROTOCOLS}:{API_KEY_HEADER}={api_key}")
+    return [flag for rule in rules for flag in (f"--grpc-restricted-protocol={rule}", f"--http-restricted-api={rule}")]
 
 
 def check_ports_free(ports: dict[str, int]) -> None:
@@ -246,12 +249,13 @@ class TritonServer:
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
         self._process: subprocess.Popen[bytes] | None = None
-        self._stubs: set[int] = set()  # the stub processes alive when the server became ready
+        self._stubs: dict[int, str] = {}  # the stub processes alive when the server became ready -> model
         self._prober: Prober | None = None
         self.gate_reports: list[GateReport] = []  # the load gate's result at the last start
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
         self.log_file = settings.log_file
         self._server_id = f"mmembed-{secrets.token_hex(8)}"
+        self._admin_key = secrets.token_hex(16)  # the model repository's protocol: this process only
 
     @property
     def grpc_url(self) -> str:
@@ -282,7 +286,11 @@ class TritonServer:
             f"--id={self._server_id}",  # every readiness probe checks it is talking to this process
             "--strict-readiness=true",
             "--exit-on-error=true",
-            *_restrictions(self.settings.api_key),
+            # Every model at start, as without model control; explicit control lets one broken model be
+            # reloaded alone (recover_models) while the others serve on.
+            "--model-control-mode=explicit",
+            "--load-model=*",
+            *_restrictions(self.settings.api_key, self._admin_key),
             *cuda_memory_pool_flags(visible_gpu_count(), self.settings.cuda_memory_pool_mb),
         ]
         if self.settings.tls_cert is not None and self.settings.tls_key is not None:
@@ -309,15 +317,20 @@ class TritonServer:
         except BaseException:
             self.stop()
             raise
-        self._stubs = self.stub_pids()
+        self._stubs = self.stub_models()
+        self._start_prober()
+
+    def _start_prober(self) -> None:
         ensembles = {name: sorted(reference.inputs) for name, reference in references(self.settings.repository).items()}
         self._prober = Prober(self.settings.http_port, ensembles, self.settings.api_key, self.settings.wedge_timeout_s)
 
-    def _http(self, path: str, body: bytes | None = None) -> Any:
+    def _http(self, path: str, body: bytes | None = None, timeout_s: float = 10.0) -> Any:
         """One request to the server's HTTP endpoint (its own probes: independent of gRPC's TLS)."""
-        headers = {API_KEY_HEADER: self.settings.api_key} if self.settings.api_key else {}
+        headers = {ADMIN_KEY_HEADER: self._admin_key}
+        if self.settings.api_key:
+            headers[API_KEY_HEADER] = self.settings.api_key
         request = urllib.request.Request(f"http://localhost:{self.settings.http_port}{path}", body, headers)
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return json.loads(response.read() or b"null")
 
     def _wait_until_ready(self) -> None:
@@ -377,7 +390,7 @@ class TritonServer:
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
             wait_for_group_exit(process.pid)
-        self._stubs = set()
+        self._stubs = {}
         self._prober = None
         if self._workdir is not None:
             self._workdir.cleanup()
@@ -385,9 +398,22 @@ class TritonServer:
 
     def stub_pids(self) -> set[int]:
         """The server's live Python-backend stub processes (read from /proc)."""
+        return set(self.stub_models())
+
+    def stub_models(self) -> dict[int, str]:
+        """The server's live Python-backend stub processes, with the model each serves (its command line
+        names the model's model.py: REPOSITORY/MODEL/VERSION/model.py)."""
         if self._process is None:
-            return set()
-        return {pid for pid in children(self._process.pid) if b"triton_python_backend_stub" in cmdline(pid)}
+            return {}
+        stubs = {}
+        for pid in children(self._process.pid):
+            arguments = cmdline(pid).split(b"\0")
+            if b"triton_python_backend_stub" in arguments[0] and len(arguments) > 1:
+                stubs[pid] = Path(arguments[1].decode(errors="replace")).parent.parent.name
+        return stubs
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
 
     def problem(self) -> str | None:
         """Why the server cannot serve every model now, or None. Triton restarts neither a crashed stub
@@ -397,13 +423,54 @@ class TritonServer:
         if self._process is None or self._process.poll() is not None:
             code = None if self._process is None else self._process.returncode
             return f"tritonserver is not running (exit code {code})"
-        missing = self._stubs - self.stub_pids()
+        missing = set(self._stubs) - self.stub_pids()
         if missing:
             return f"{len(missing)} Python-backend stub process(es) died (pid {', '.join(map(str, sorted(missing)))})"
         failing = self._prober.failing() if self._prober is not None else {}
         if failing:
             return "; ".join(f"{ensemble}: {reason}" for ensemble, reason in failing.items())
         return None
+
+    def broken_models(self) -> dict[str, str]:
+        """The models that cannot serve now, with why: those whose stub died, the stub a failing probe's
+        answer names, or, for an ensemble whose probe goes unanswered (a hung stub), each Python model of
+        that ensemble. Empty when nothing is wrong or the server itself is down (see problem())."""
+        if not self.running():
+            return {}
+        alive = self.stub_pids()
+        broken = {
+            model: "its Python-backend stub process died" for pid, model in self._stubs.items() if pid not in alive
+        }
+        for ensemble, reason in (self._prober.failing() if self._prober is not None else {}).items():
+            named = re.search(r"Stub process '(.+)_\d+_\d+' is not healthy", reason)
+            for model in [named.group(1)] if named else self._python_steps(ensemble):
+                broken.setdefault(model, f"{ensemble}: {reason}")
+        return dict(sorted(broken.items()))
+
+    def _python_steps(self, ensemble: str) -> list[str]:
+        """The composing models of ENSEMBLE that run in stubs (all but the ensemble's own scheduling)."""
+        config = self._http(f"/v2/models/{ensemble}/config")
+        steps = [step["model_name"] for step in config.get("ensemble_scheduling", {}).get("step", [])]
+        return sorted({step for step in steps if step in set(self._stubs.values())})
+
+    def recover_models(self, models: Iterable[str]) -> float:
+        """Reload MODELS alone while every other model serves on: end their stubs (a hung one would hold
+        the unload up), unload, load (a load of a loaded model is a no-op in Triton); returns the seconds
+        until the server is ready again. Requests to these models meanwhile fail with a "not healthy" or
+        "not ready" answer, which the client retries."""
+        started = time.monotonic()
+        models = list(models)
+        for pid, model in self.stub_models().items():
+            if model in models:  # a hung (or stopped) stub would hold the unload up: end it first
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        for model in models:
+            self._http(f"/v2/repository/models/{model}/unload", b"{}", self.settings.startup_timeout_s)
+            self._http(f"/v2/repository/models/{model}/load", b"{}", self.settings.startup_timeout_s)
+        self._wait_until_ready()
+        self._stubs = self.stub_models()
+        self._start_prober()  # forget the probes' verdicts on the old stubs
+        return time.monotonic() - started
 
     def recover(self, stop_timeout_s: float = 5.0) -> float:
         """Restart the server in place (same ports); returns the seconds it took until ready again.

@@ -209,7 +209,7 @@ def test_a_crashed_stub_is_noticed_and_the_server_recovers(small_queue_server: T
     import os
     import signal
 
-    from mmembed.client import ServerError
+    from mmembed.client import ServerUnavailableError
 
     image = [encode(photo(), "PNG")]
     stubs = small_queue_server.stub_pids()
@@ -218,7 +218,7 @@ def test_a_crashed_stub_is_noticed_and_the_server_recovers(small_queue_server: T
     os.kill(vision, signal.SIGKILL)
     time.sleep(0.5)
     with EmbeddingClient(small_queue_server.grpc_url, ClientOptions(image_batch_size=2)) as client:
-        with pytest.raises(ServerError, match="Stub process 'siglip2_vision_encoder_0_0' is not healthy"):
+        with pytest.raises(ServerUnavailableError, match="Stub process 'siglip2_vision_encoder_0_0' is not healthy"):
             client.embed_images(MODEL, image)
         problem = small_queue_server.problem()
         assert problem is not None and "stub process(es) died" in problem

@@ -81,10 +81,14 @@ def test_health_stays_open_for_load_balancers(secure_server: TritonServer, certi
 
 
 def test_admin_protocols_are_locked_by_default(server: TritonServer) -> None:
-    """The plain test server has no API key; its logging, trace and shared-memory APIs are still locked."""
+    """The plain test server has no API key; its logging, trace, shared-memory and model-repository APIs
+    (load, unload: with explicit model control a load can install code) are still locked."""
     raw = grpcclient.InferenceServerClient(server.grpc_url)
     try:
-        for call in (raw.get_log_settings, raw.get_trace_settings, raw.get_system_shared_memory_status):
+        calls = [raw.get_log_settings, raw.get_trace_settings, raw.get_system_shared_memory_status]
+        calls += [raw.get_model_repository_index, lambda: raw.unload_model(f"{MODEL}_image")]
+        calls += [lambda: raw.load_model(f"{MODEL}_image")]
+        for call in calls:
             with pytest.raises(InferenceServerException, match="protocol is restricted"):
                 call()
         assert raw.is_model_ready(f"{MODEL}_image")

@@ -1,0 +1,57 @@
+"""Several Triton endpoints behind one client: round robin over the healthy ones, and an endpoint that
+answers "not now" (unreachable, restarting, overloaded) set aside for a while, so that its requests go to
+the others at once, within the call's deadline. For replicas without a load balancer or service mesh."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+COOL_DOWN_S = 5.0  # how long an endpoint that failed is left out before it is tried again
+
+
+def parse_urls(url: str | Sequence[str]) -> list[str]:
+    """ "host:port", "host1:port,host2:port" or a list of them -> the list of endpoints."""
+    urls = url.split(",") if isinstance(url, str) else list(url)
+    urls = [u.strip() for u in urls if u.strip()]
+    if not urls:
+        raise ValueError("give at least one Triton endpoint (host:port)")
+    return urls
+
+
+class Endpoints(Generic[T]):
+    """The clients of several endpoints, each with the time until which it is left out."""
+
+    def __init__(self, urls: list[str], clients: list[T]) -> None:
+        self.urls, self.clients = urls, clients
+        self._down_until = [0.0] * len(clients)
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def pick(self) -> tuple[int, T]:
+        """The next healthy endpoint in turn; when none is, the one that comes back first."""
+        now = time.monotonic()
+        with self._lock:
+            count = len(self.clients)
+            for step in range(count):
+                index = (self._next + step) % count
+                if self._down_until[index] <= now:
+                    self._next = index + 1
+                    return index, self.clients[index]
+            index = min(range(count), key=self._down_until.__getitem__)
+            return index, self.clients[index]
+
+    def set_aside(self, index: int) -> bool:
+        """Leave endpoint INDEX out for a while; whether another endpoint is healthy now (try it at once)."""
+        now = time.monotonic()
+        with self._lock:
+            self._down_until[index] = now + COOL_DOWN_S
+            return any(until <= now for until in self._down_until)
+
+    def healthy(self, index: int) -> None:
+        with self._lock:
+            self._down_until[index] = 0.0
