@@ -187,13 +187,28 @@ def _parser() -> argparse.ArgumentParser:
     gateway.set_defaults(run=_gateway)
 
     index = commands.add_parser("index", help="embed a folder or list of images into a Qdrant collection")
-    index.add_argument("source", type=Path, help="a folder (recursive), or a .csv / .jsonl of path[,caption]")
+    index.add_argument(
+        "source", type=Path, help="a folder (recursive), or a .csv / .jsonl / .parquet of path[,caption]"
+    )
     index.add_argument("--model", required=True, help="the served model to embed with")
     index.add_argument("--collection", required=True)
     index.add_argument("--url", default=IndexJob.url, help="Triton gRPC endpoint host:port")
     index.add_argument("--qdrant-path", type=Path, default=IndexJob.qdrant_path, help="local collection folder")
     index.add_argument("--qdrant-url", default=None, help="a Qdrant server instead of the local folder")
     index.add_argument("--batch-size", type=int, default=IndexJob.batch_size, help="images per request")
+    index.add_argument(
+        "--allow-url-host",
+        action="append",
+        default=[],
+        help="fetch image URLs of a list file from this host (repeatable; *.example.com for subdomains); "
+        "without it URLs are not fetched",
+    )
+    index.add_argument(
+        "--allow-url-network",
+        action="append",
+        default=[],
+        help="a private network (CIDR) those hosts may resolve into, e.g. an internal image store",
+    )
     index.set_defaults(run=_index)
 
     search = commands.add_parser("search", help="search an indexed collection by text or by image")
@@ -474,6 +489,7 @@ def _gateway(args: argparse.Namespace) -> int:
 
 
 def _index(args: argparse.Namespace) -> int:
+    from mmembed.gateway.fetch import FetchPolicy
     from mmembed.index.job import IndexJob, run_index
 
     job = IndexJob(
@@ -484,6 +500,7 @@ def _index(args: argparse.Namespace) -> int:
         qdrant_path=args.qdrant_path,
         qdrant_url=args.qdrant_url,
         batch_size=args.batch_size,
+        fetch=FetchPolicy(allowed_hosts=tuple(args.allow_url_host), allowed_networks=tuple(args.allow_url_network)),
     )
     summary = run_index(job)
     for path, reason in sorted(summary.failed.items()):

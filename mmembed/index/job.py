@@ -18,6 +18,7 @@ from typing import Any
 from tqdm import tqdm
 
 from mmembed.client import EmbeddingClient, ModelInfo, PartialEmbeddings
+from mmembed.gateway.fetch import FetchError, FetchPolicy, fetch
 from mmembed.index import store
 from mmembed.index.source import SourceItem, read_source
 
@@ -31,13 +32,17 @@ class IndexJob:
     qdrant_path: Path = Path("mmembed-qdrant")  # embedded local mode: a folder, no server
     qdrant_url: str | None = None  # a Qdrant server instead
     batch_size: int = 64  # images per round trip: enough to keep the server's batches full
+    # Image URLs in a list file are fetched only from these hosts, never from private networks (unless
+    # listed): `mmembed index --allow-url-host`. Off by default.
+    fetch: FetchPolicy = field(default_factory=FetchPolicy)
+    readers: int = 8  # files read and URLs fetched side by side
 
 
 @dataclass(kw_only=True)
 class IndexSummary:
     indexed: int = 0
     skipped: int = 0  # already in the collection
-    failed: dict[str, str] = field(default_factory=dict)  # path -> why
+    failed: dict[str, str] = field(default_factory=dict)  # path or URL -> why
     seconds: float = 0.0
 
     def line(self) -> str:
@@ -56,14 +61,18 @@ def run_index(job: IndexJob, *, progress: bool = True) -> IndexSummary:
     started = time.monotonic()
     qdrant = store.connect(job.qdrant_path, job.qdrant_url)
     try:
-        with EmbeddingClient(job.url) as client, ThreadPoolExecutor(max_workers=1) as embedder:
+        with (
+            EmbeddingClient(job.url) as client,
+            ThreadPoolExecutor(max_workers=1) as embedder,
+            ThreadPoolExecutor(max_workers=job.readers) as readers,
+        ):
             info = client.model_info(job.model)
             store.ensure_collection(qdrant, job.collection, info.dimension)
             bar = tqdm(total=len(items), unit="img", disable=not progress, dynamic_ncols=True)
             in_flight: tuple[Future[Embedded], list[Pending]] | None = None
             for start in range(0, len(items), job.batch_size):
                 batch = items[start : start + job.batch_size]
-                todo = _unstored(qdrant, job.collection, batch, summary)
+                todo = _unstored(qdrant, job, readers, batch, summary)
                 submitted = (embedder.submit(_embed, client, info, todo), todo) if todo else None
                 if in_flight is not None:
                     _store(qdrant, job.collection, info, *in_flight, summary)
@@ -83,19 +92,34 @@ Pending = tuple[SourceItem, bytes, str]  # an item, its bytes, its point id
 Embedded = tuple[PartialEmbeddings, dict[str, list[float]]]  # image vectors (bad files set aside), captions
 
 
-def _unstored(qdrant: Any, collection: str, batch: list[SourceItem], summary: IndexSummary) -> list[Pending]:
+def _unstored(
+    qdrant: Any, job: IndexJob, readers: ThreadPoolExecutor, batch: list[SourceItem], summary: IndexSummary
+) -> list[Pending]:
     """BATCH's readable items that the collection does not hold yet (the others are counted)."""
     read: list[Pending] = []
-    for item in batch:
-        try:
-            data = item.path.read_bytes()
-        except OSError as e:
-            summary.failed[str(item.path)] = f"cannot read: {e.strerror or e}"
+    for item, data in zip(batch, readers.map(lambda item: _read(item, job.fetch), batch), strict=True):
+        if isinstance(data, str):
+            summary.failed[item.location] = data
             continue
         read.append((item, data, store.point_id(hashlib.sha256(data).hexdigest())))
-    stored = store.existing(qdrant, collection, [pid for _, _, pid in read])
+    stored = store.existing(qdrant, job.collection, [pid for _, _, pid in read])
     summary.skipped += sum(pid in stored for _, _, pid in read)
     return [entry for entry in read if entry[2] not in stored]
+
+
+def _read(item: SourceItem, policy: FetchPolicy) -> bytes | str:
+    """ITEM's bytes, or why they cannot be had."""
+    if item.is_url:
+        if not policy.enabled:
+            return "URLs are not fetched unless their hosts are allowed (mmembed index --allow-url-host HOST)"
+        try:
+            return fetch(item.location, policy)
+        except FetchError as e:
+            return f"cannot fetch: {e}"
+    try:
+        return Path(item.location).read_bytes()
+    except OSError as e:
+        return f"cannot read: {e.strerror or e}"
 
 
 def _embed(client: EmbeddingClient, info: ModelInfo, todo: list[Pending]) -> Embedded:
@@ -116,7 +140,7 @@ def _store(
     """Wait for TODO's vectors and write them; the files that failed to decode are listed."""
     images, captions = future.result()
     for index, error in images.errors.items():
-        summary.failed[str(todo[index][0].path)] = str(error).removeprefix(f"item {index}: ")
+        summary.failed[todo[index][0].location] = str(error).removeprefix(f"item {index}: ")
     points = []
     for index, vector in zip(images.indexes, images.embeddings, strict=True):
         item, data, pid = todo[index]
@@ -124,7 +148,7 @@ def _store(
         if item.caption is not None:
             vectors[store.CAPTION_VECTOR] = captions[item.caption]
             vectors[store.CAPTION_WORDS] = store.words_vector(item.caption)
-        payload = {"path": str(item.path), "caption": item.caption, "bytes": len(data), "model": info.name}
+        payload = {"path": item.location, "caption": item.caption, "bytes": len(data), "model": info.name}
         points.append((pid, vectors, {**payload, "family": info.family, "dimension": info.dimension}))
     if points:
         store.upsert(qdrant, collection, points)

@@ -12,11 +12,13 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from conftest import MODEL
 from image_files import encode, photo
+from image_server import image_server
 from qdrant_client import QdrantClient
 
 from mmembed.index.job import IndexJob, run_index
@@ -140,3 +142,36 @@ def test_hybrid_search_finds_a_caption_by_its_words_and_meaning(server: TritonSe
     assert words[0].path == str(files[7])
     with pytest.raises(SearchError, match="hybrid search looks in the captions: give a text"):
         search(collection="c", image=files[0], hybrid=True, url=server.grpc_url, qdrant_path=qdrant)
+
+
+def test_parquet_lists_and_allowed_urls_are_indexed_and_refused_urls_listed(
+    server: TritonServer, tmp_path: Path
+) -> None:
+    """A Parquet list (path, caption) with local files and image URLs: URLs are fetched only from the
+    allowed host, and a missing one is listed as failed, as is every URL when fetching is off."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mmembed.gateway.fetch import FetchPolicy
+
+    photos = {f"/p{i}.jpg": encode(photo(56, 48, seed=100 + i), "JPEG") for i in range(3)}
+    (tmp_path / "local.png").write_bytes(encode(photo(40, 40, seed=7), "PNG"))
+    with image_server(photos) as base:
+        rows = {
+            "path": ["local.png", f"{base}/p0.jpg", f"{base}/p1.jpg", f"{base}/p2.jpg", f"{base}/gone.jpg"],
+            "caption": ["a local file", "first url", None, "third url", "missing"],
+            "ignored": [1, 2, 3, 4, 5],  # other columns stay on disk
+        }
+        listing = tmp_path / "images.parquet"
+        pq.write_table(pa.table(rows), listing)
+        base_job = IndexJob(source=listing, model=MODEL, collection="mixed", url=server.grpc_url, batch_size=2)
+        refused = run_index(replace(base_job, qdrant_path=tmp_path / "q-off"), progress=False)
+        assert (refused.indexed, len(refused.failed)) == (1, 4)
+        assert "--allow-url-host" in refused.failed[f"{base}/p0.jpg"]
+        policy = FetchPolicy(allowed_hosts=("127.0.0.1",), allowed_networks=("127.0.0.1/32",))
+        allowed = run_index(replace(base_job, qdrant_path=tmp_path / "q-on", fetch=policy), progress=False)
+    assert (allowed.indexed, list(allowed.failed)) == (4, [f"{base}/gone.jpg"])
+    assert "cannot fetch" in allowed.failed[f"{base}/gone.jpg"] and "404" in allowed.failed[f"{base}/gone.jpg"]
+    points = {point["path"]: point for point in stored(tmp_path / "q-on", "mixed")}
+    assert set(points) == {str(tmp_path / "local.png"), f"{base}/p0.jpg", f"{base}/p1.jpg", f"{base}/p2.jpg"}
+    assert points[f"{base}/p0.jpg"]["caption"] == "first url" and points[f"{base}/p1.jpg"]["caption"] is None
