@@ -224,6 +224,16 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--qdrant-url", default=None, help="a Qdrant server instead of the local folder")
     search.set_defaults(run=_search)
 
+    page = commands.add_parser("search-page", help="a web page to search an indexed collection by text or image")
+    page.add_argument("--collection", required=True)
+    page.add_argument("--model", default=None, help="default: the model the collection was indexed with")
+    page.add_argument("--url", default=IndexJob.url, help="Triton gRPC endpoint host:port")
+    page.add_argument("--qdrant-path", type=Path, default=IndexJob.qdrant_path, help="local collection folder")
+    page.add_argument("--qdrant-url", default=None, help="a Qdrant server instead of the local folder")
+    page.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    page.add_argument("--port", type=int, default=8090)
+    page.set_defaults(run=_search_page)
+
     bench = commands.add_parser("bench", help="measure served, encoder-only and transformers-baseline throughput")
     bench.add_argument("--family", default=BenchConfig.family, choices=sorted(FAMILIES))
     bench.add_argument("--size", default=BenchConfig.size, help="checkpoint size to build (tiny for a CPU rehearsal)")
@@ -506,6 +516,23 @@ def _index(args: argparse.Namespace) -> int:
     for path, reason in sorted(summary.failed.items()):
         print(f"failed  {path}: {reason}")
     print(summary.line(), flush=True)
+    return 0
+
+
+def _search_page(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from mmembed.index.page import PageSettings, create_page_app
+
+    settings = PageSettings(
+        collection=args.collection,
+        model=args.model,
+        url=args.url,
+        qdrant_path=args.qdrant_path,
+        qdrant_url=args.qdrant_url,
+    )
+    print(f"search page for collection {args.collection}: http://{args.host}:{args.port}/", flush=True)
+    uvicorn.run(create_page_app(settings), host=args.host, port=args.port, log_level="warning")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""The gateway on a free port, in this process, for tests: uvicorn in a thread, stopped on exit."""
+"""The gateway (or any ASGI app) on a free port, in this process, for tests: uvicorn in a thread, stopped on
+exit."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import uvicorn
 
@@ -16,8 +18,15 @@ from mmembed.serving.server import free_port
 @contextmanager
 def running_gateway(settings: GatewaySettings) -> Iterator[str]:
     """Yield the base URL of a gateway with SETTINGS, serving until the block ends."""
+    with running_app(create_app(settings)) as url:
+        yield url
+
+
+@contextmanager
+def running_app(app: Any) -> Iterator[str]:
+    """Yield the base URL of APP served by uvicorn, until the block ends."""
     port = free_port()
-    running = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    running = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=running.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -21,13 +21,14 @@ class Hit:
     path: str
     score: float
     caption: str | None
+    id: str = ""  # the point's id in the collection
 
 
 def search(
     *,
     collection: str,
     text: str | None = None,
-    image: Path | None = None,
+    image: Path | bytes | None = None,
     model: str | None = None,
     top_k: int = 10,
     hybrid: bool = False,
@@ -78,6 +79,7 @@ def search(
             path=str((point.payload or {}).get("path")),
             score=float(point.score),
             caption=(point.payload or {}).get("caption"),
+            id=str(point.id),
         )
         for point in answer.points
     ]
