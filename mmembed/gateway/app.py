@@ -84,7 +84,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         items = parse_items(body, settings.max_items, fetch_urls=settings.fetch.enabled)
         _check_request(info, body, items)
         await _fetch_urls(items, settings.fetch)
-        vectors = await _embed(client, body, items)
+        vectors = await _embed(client, info, body, items)
         metrics.items.labels(kind="text").inc(len(items.texts))
         metrics.items.labels(kind="image").inc(len(items.images))
         metrics.latency.observe(time.perf_counter() - started)
@@ -183,7 +183,7 @@ async def _fetch_urls(items: Items, policy: FetchPolicy) -> None:
     items.urls.clear()
 
 
-async def _embed(client: AsyncEmbeddingClient, body: EmbeddingRequest, items: Items) -> np.ndarray:
+async def _embed(client: AsyncEmbeddingClient, info: ModelInfo, body: EmbeddingRequest, items: Items) -> np.ndarray:
     """The vectors of every item, in the caller's order; a bad item fails the request naming its index."""
     query = body.input_type == "query" or body.instruction is not None  # an instruction makes a query
 
@@ -199,6 +199,13 @@ async def _embed(client: AsyncEmbeddingClient, body: EmbeddingRequest, items: It
 
     async def images() -> np.ndarray:
         data = [image for _, image in items.images]
+        if query and "image_query" in info.modalities:  # models with image queries (MM-Embed): as queries
+            pairs = [(image, "") for image in data]
+            instruction = body.instruction
+            queried: np.ndarray = await client.embed_multimodal(
+                body.model, pairs, query=True, instruction=instruction, dimensions=body.dimensions
+            )
+            return queried
         result: np.ndarray = await client.embed_images(body.model, data, dimensions=body.dimensions)
         return result
 

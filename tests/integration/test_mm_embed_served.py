@@ -8,13 +8,16 @@ bad items fail alone, naming their index.
 
 from __future__ import annotations
 
+import base64
 import io
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import openai
 import pytest
 import tritonclient.grpc as grpcclient
+from gateway_server import running_gateway
 from image_files import encode, photo
 from nvembed_reference import ReferenceMMEmbed
 from PIL import Image
@@ -24,6 +27,7 @@ from mmembed.core.numeric_gate import MIN_COSINE
 from mmembed.core.types import Precision, Runtime
 from mmembed.export import ExportRequest, export_model
 from mmembed.families import get_family
+from mmembed.gateway.app import GatewaySettings
 from mmembed.serving.server import ServerSettings, TritonServer
 
 PHOTOS = [encode(photo(96, 72, seed=seed), "JPEG") for seed in range(3)]
@@ -145,3 +149,28 @@ def test_a_query_with_nothing_left_to_pool_is_refused_not_embedded_as_nan(mm_ser
     ):
         client.embed_texts("mm_embed", ["fine", ""], query=True, instruction=TASK)
     assert raised.value.index == 1
+
+
+def test_the_gateway_sends_image_queries_to_the_image_query_ensemble(mm_server: TritonServer) -> None:
+    """OpenAI-style bodies: images with input_type "query" (and a task) are MM-Embed image queries; without
+    it they are embedded as documents, as embed_images does."""
+    uri = "data:image/jpeg;base64," + base64.b64encode(PHOTOS[0]).decode()
+    with running_gateway(GatewaySettings(triton_url=mm_server.grpc_url, api_keys=())) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+
+        def vector(**extra: object) -> np.ndarray:
+            answer = client.embeddings.create(
+                model="mm_embed",
+                input=[{"image": uri}],
+                encoding_format="float",
+                extra_body=extra,  # type: ignore[list-item]
+            )
+            return np.array(answer.data[0].embedding, dtype=np.float32)
+
+        as_query = vector(input_type="query", instruction=TASK)
+        as_document = vector()
+    with EmbeddingClient(mm_server.grpc_url) as typed:
+        expected_query = typed.embed_multimodal("mm_embed", [(PHOTOS[0], "")], query=True, instruction=TASK)[0]
+        expected_document = typed.embed_images("mm_embed", [PHOTOS[0]])[0]
+    assert np.allclose(as_query, expected_query, atol=1e-5) and np.allclose(as_document, expected_document, atol=1e-5)
+    assert float(as_query @ as_document) < 0.9999  # a query is not the document
