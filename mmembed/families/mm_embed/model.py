@@ -43,7 +43,7 @@ from mmembed.families.mm_embed.layout import (
 )
 from mmembed.families.nvembed2.encoder import NVEmbedTextEncoder
 from mmembed.families.nvembed2.layout import load_official, save_official
-from mmembed.families.nvembed2.model import stored_dtype
+from mmembed.families.nvembed2.model import finish_loading
 
 PRECISION_SCOPE = r"(^|\.)decoder\.layers\.\d+\."  # the decoder blocks' Linear layers, in both encoders
 INSTRUCTION_TEMPLATE = "Instruct: {task}\nQuery: "
@@ -147,7 +147,7 @@ def load_text_encoder(checkpoint: Path, dtype: torch.dtype = torch.float32) -> N
     names = {name: official_name(name) for name in encoder.state_dict()}
     ignored = ("vision_tower.", "multi_modal_projector.", "image_newline")
     load_official(encoder, checkpoint, names=names, dtype=dtype, ignored_prefixes=ignored)
-    return _ready(encoder, checkpoint)
+    return finish_loading(encoder, checkpoint)
 
 
 def load_multimodal_encoder(
@@ -173,17 +173,9 @@ def load_multimodal_encoder(
     load_official(encoder, checkpoint, names=names, dtype=dtype, ignored_prefixes=ignored)
     _rebuild_buffers(encoder.vision)
     if not shared:
-        _ready(encoder.text, checkpoint)
+        finish_loading(encoder.text, checkpoint)
     encoder.stored_dtype = encoder.text.stored_dtype
     return encoder.eval()
-
-
-def _ready(encoder: NVEmbedTextEncoder, checkpoint: Path) -> NVEmbedTextEncoder:
-    encoder.decoder.rotary_emb = type(encoder.decoder.rotary_emb)(config=encoder.decoder.config)
-    encoder.stored_dtype = stored_dtype(checkpoint)
-    encoder.eval()
-    encoder.pooler.freeze()
-    return encoder
 
 
 def _rebuild_buffers(vision: Any) -> None:

@@ -96,8 +96,15 @@ def load_text_encoder(checkpoint: Path, dtype: torch.dtype = torch.float32) -> N
     with torch.device("meta"):
         encoder = NVEmbedTextEncoder(config.text_config, config.pooler)
     load_official(encoder, checkpoint, names=state_names(encoder), dtype=dtype)
+    encoder.source = checkpoint
+    return finish_loading(encoder, checkpoint)
+
+
+def finish_loading(encoder: NVEmbedTextEncoder, checkpoint: Path) -> NVEmbedTextEncoder:
+    """After the weights are in: what is not a weight (the rotary frequencies, built on the meta device,
+    and the latents' keys and values), the stored dtype, eval mode."""
+    encoder.decoder.rotary_emb = type(encoder.decoder.rotary_emb)(config=encoder.decoder.config)
     encoder.stored_dtype = stored_dtype(checkpoint)
-    _rebuild_rotary(encoder.decoder)
     encoder.eval()
     encoder.pooler.freeze()
     return encoder
@@ -110,11 +117,6 @@ def stored_dtype(checkpoint: Path) -> torch.dtype:
     if not isinstance(dtype, torch.dtype):
         raise CheckpointError(f"{checkpoint}/config.json: unknown torch_dtype {name!r}")
     return dtype
-
-
-def _rebuild_rotary(decoder: Any) -> None:
-    """The rotary embedding's frequencies are not weights: recompute them off the meta device."""
-    decoder.rotary_emb = type(decoder.rotary_emb)(config=decoder.config)
 
 
 def load_encoders(checkpoint: Path) -> dict[str, torch.nn.Module]:
