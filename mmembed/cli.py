@@ -195,7 +195,7 @@ def _parser() -> argparse.ArgumentParser:
     index.add_argument("--url", default=IndexJob.url, help="Triton gRPC endpoint host:port")
     index.add_argument("--qdrant-path", type=Path, default=IndexJob.qdrant_path, help="local collection folder")
     index.add_argument("--qdrant-url", default=None, help="a Qdrant server instead of the local folder")
-    index.add_argument("--batch-size", type=int, default=IndexJob.batch_size, help="images per request")
+    index.add_argument("--batch-size", type=int, default=IndexJob.batch_size, help="images per round trip")
     index.add_argument(
         "--allow-url-host",
         action="append",
