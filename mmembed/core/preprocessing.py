@@ -357,8 +357,9 @@ class TextTokenizer:
             result[ATTENTION_MASK] = mask
         if settings.pool_mask:
             pool = mask.copy()
+            hidden = {prefix: self.prefix_tokens(prefix) for prefix in set(prefixes)}  # once per distinct task
             for row, prefix in enumerate(prefixes):
-                pool[row, : self.prefix_tokens(prefix)] = 0
+                pool[row, : hidden[prefix]] = 0
             result[POOL_MASK] = pool
         return result
 
