@@ -4,6 +4,7 @@ the others at once, within the call's deadline. For replicas without a load bala
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Sequence
@@ -29,18 +30,23 @@ class Endpoints(Generic[T]):
     def __init__(self, urls: list[str], clients: list[T]) -> None:
         self.urls, self.clients = urls, clients
         self._down_until = [0.0] * len(clients)
-        self._next = 0
+        self._next: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def pick(self) -> tuple[int, T]:
-        """The next healthy endpoint in turn; when none is, the one that comes back first."""
+    def pick(self, turn: str = "") -> tuple[int, T]:
+        """The next healthy endpoint in TURN's rotation; when none is, the one that comes back first.
+
+        Each kind of request (an ensemble) has its own rotation, so a caller that alternates image and text
+        requests still spreads both; each starts at random, so many fresh clients do not all start on the
+        first endpoint."""
         now = time.monotonic()
         with self._lock:
             count = len(self.clients)
+            start = self._next.get(turn, random.randrange(count))
             for step in range(count):
-                index = (self._next + step) % count
+                index = (start + step) % count
                 if self._down_until[index] <= now:
-                    self._next = index + 1
+                    self._next[turn] = index + 1
                     return index, self.clients[index]
             index = min(range(count), key=self._down_until.__getitem__)
             return index, self.clients[index]

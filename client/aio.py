@@ -53,6 +53,11 @@ class AsyncEmbeddingClient:
         self._headers = self.options.request_headers()
         self._infos: dict[str, ModelInfo] = {}
 
+    @property
+    def urls(self) -> list[str]:
+        """The endpoints this client spreads its requests over."""
+        return list(self._endpoints.urls)
+
     @overload
     async def embed_images(
         self,
@@ -284,7 +289,7 @@ class AsyncEmbeddingClient:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise DeadlineExceededError("the call's timeout passed before this batch was sent")
-            index, client = self._endpoints.pick()
+            index, client = self._endpoints.pick(target.ensemble)
             try:
                 with _triton.translated_errors():
                     result = await client.infer(

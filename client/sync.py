@@ -60,6 +60,11 @@ class EmbeddingClient:
         self._pool = ThreadPoolExecutor(self.options.max_in_flight, thread_name_prefix="mmembed")
         self._infos: dict[str, ModelInfo] = {}
 
+    @property
+    def urls(self) -> list[str]:
+        """The endpoints this client spreads its requests over."""
+        return list(self._endpoints.urls)
+
     @overload
     def embed_images(
         self,
@@ -293,7 +298,7 @@ class EmbeddingClient:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise DeadlineExceededError("the call's timeout passed before this batch was sent")
-            index, client = self._endpoints.pick()
+            index, client = self._endpoints.pick(target.ensemble)
             try:
                 with _triton.translated_errors():
                     result = client.infer(

@@ -46,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     from mmembed.gateway.app import GatewaySettings
     from mmembed.gateway.fetch import FetchPolicy
     from mmembed.index.job import IndexJob
+    from mmembed.index.ray_job import RayOptions
     from mmembed.loadtest.run import LoadTestPlan
     from mmembed.serving.server import ServerSettings
 
@@ -192,7 +193,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     index.add_argument("--model", required=True, help="the served model to embed with")
     index.add_argument("--collection", required=True)
-    index.add_argument("--url", default=IndexJob.url, help="Triton gRPC endpoint host:port")
+    index.add_argument("--url", default=IndexJob.url, help="Triton gRPC endpoint host:port (several: h1:8001,h2:8001)")
     index.add_argument("--qdrant-path", type=Path, default=IndexJob.qdrant_path, help="local collection folder")
     index.add_argument("--qdrant-url", default=None, help="a Qdrant server instead of the local folder")
     index.add_argument("--batch-size", type=int, default=IndexJob.batch_size, help="images per round trip")
@@ -208,6 +209,18 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="a private network (CIDR) those hosts may resolve into, e.g. an internal image store",
+    )
+    index.add_argument("--ray", action="store_true", help="run the job on Ray Data, over every endpoint in --url")
+    index.add_argument(
+        "--ray-address",
+        default=RayOptions.address,
+        help="the Ray cluster (default: $RAY_ADDRESS, else one started on this machine, else a new local one)",
+    )
+    index.add_argument(
+        "--ray-workers-per-endpoint",
+        type=int,
+        default=RayOptions.workers_per_endpoint,
+        help="Ray actors per Triton endpoint",
     )
     index.set_defaults(run=_index)
 
@@ -512,7 +525,13 @@ def _index(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         fetch=FetchPolicy(allowed_hosts=tuple(args.allow_url_host), allowed_networks=tuple(args.allow_url_network)),
     )
-    summary = run_index(job)
+    if args.ray:
+        from mmembed.index.ray_job import RayOptions, run_index_on_ray
+
+        options = RayOptions(address=args.ray_address, workers_per_endpoint=args.ray_workers_per_endpoint)
+        summary = run_index_on_ray(job, options)
+    else:
+        summary = run_index(job)
     for path, reason in sorted(summary.failed.items()):
         print(f"failed  {path}: {reason}")
     print(summary.line(), flush=True)

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -74,10 +77,11 @@ def run_index(job: IndexJob, *, progress: bool = True) -> IndexSummary:
             store.ensure_collection(qdrant, job.collection, info.dimension)
             bar = tqdm(total=len(items), unit="img", disable=not progress, dynamic_ncols=True)
             in_flight: tuple[Future[Embedded], list[Pending]] | None = None
+            held = partial(store.existing, qdrant, job.collection)
             for start in range(0, len(items), job.batch_size):
                 batch = items[start : start + job.batch_size]
-                todo = _unstored(qdrant, job, readers, batch, summary)
-                submitted = (embedder.submit(_embed, client, info, todo), todo) if todo else None
+                todo = unstored(batch, job.fetch, readers, held, summary)
+                submitted = (embedder.submit(embed, client, info, todo), todo) if todo else None
                 if in_flight is not None:
                     _store(qdrant, job.collection, info, *in_flight, summary)
                 in_flight = submitted
@@ -96,19 +100,24 @@ Pending = tuple[SourceItem, bytes, str]  # an item, its bytes, its point id
 Embedded = tuple[PartialEmbeddings, dict[str, list[float]]]  # image vectors (bad files set aside), captions
 
 
-def _unstored(
-    qdrant: Any, job: IndexJob, readers: ThreadPoolExecutor, batch: list[SourceItem], summary: IndexSummary
+def unstored(
+    batch: list[SourceItem],
+    policy: FetchPolicy,
+    readers: ThreadPoolExecutor,
+    stored: Callable[[list[str]], AbstractSet[str]],
+    summary: IndexSummary,
 ) -> list[Pending]:
-    """BATCH's readable items that the collection does not hold yet (the others are counted)."""
+    """BATCH's readable items whose ids STORED does not report (the unreadable and the stored are counted
+    in SUMMARY)."""
     read: list[Pending] = []
-    for item, data in zip(batch, readers.map(lambda item: _read(item, job.fetch), batch), strict=True):
+    for item, data in zip(batch, readers.map(lambda item: _read(item, policy), batch), strict=True):
         if isinstance(data, str):
             summary.failed[item.location] = data
             continue
         read.append((item, data, store.point_id(hashlib.sha256(data).hexdigest())))
-    stored = store.existing(qdrant, job.collection, [pid for _, _, pid in read])
-    summary.skipped += sum(pid in stored for _, _, pid in read)
-    return [entry for entry in read if entry[2] not in stored]
+    held = stored([pid for _, _, pid in read])
+    summary.skipped += sum(pid in held for _, _, pid in read)
+    return [entry for entry in read if entry[2] not in held]
 
 
 def _read(item: SourceItem, policy: FetchPolicy) -> bytes | str:
@@ -126,11 +135,28 @@ def _read(item: SourceItem, policy: FetchPolicy) -> bytes | str:
         return f"cannot read: {e.strerror or e}"
 
 
-def _embed(client: EmbeddingClient, info: ModelInfo, todo: list[Pending]) -> Embedded:
+def embed(client: EmbeddingClient, info: ModelInfo, todo: list[Pending]) -> Embedded:
     images = client.embed_images(info.name, [data for _, data, _ in todo], on_error="skip")
     captions = sorted({item.caption for item, _, _ in todo if item.caption is not None})
     vectors = client.embed_texts(info.name, captions) if captions else []
     return images, {caption: vector.tolist() for caption, vector in zip(captions, vectors, strict=True)}
+
+
+def points(info: ModelInfo, todo: list[Pending], embedded: Embedded, summary: IndexSummary) -> list[store.Point]:
+    """The points of TODO's embedded items; the files that failed to decode are listed in SUMMARY."""
+    images, captions = embedded
+    for index, error in images.errors.items():
+        summary.failed[todo[index][0].location] = str(error).removeprefix(f"item {index}: ")
+    made = []
+    for index, vector in zip(images.indexes, images.embeddings, strict=True):
+        item, data, pid = todo[index]
+        vectors: dict[str, Any] = {store.IMAGE_VECTOR: vector.tolist()}
+        if item.caption is not None:
+            vectors[store.CAPTION_VECTOR] = captions[item.caption]
+            vectors[store.CAPTION_WORDS] = store.words_vector(item.caption)
+        payload = {"path": item.location, "caption": item.caption, "bytes": len(data), "model": info.name}
+        made.append((pid, vectors, {**payload, "family": info.family, "dimension": info.dimension}))
+    return made
 
 
 def _store(
@@ -141,19 +167,8 @@ def _store(
     todo: list[Pending],
     summary: IndexSummary,
 ) -> None:
-    """Wait for TODO's vectors and write them; the files that failed to decode are listed."""
-    images, captions = future.result()
-    for index, error in images.errors.items():
-        summary.failed[todo[index][0].location] = str(error).removeprefix(f"item {index}: ")
-    points = []
-    for index, vector in zip(images.indexes, images.embeddings, strict=True):
-        item, data, pid = todo[index]
-        vectors: dict[str, Any] = {store.IMAGE_VECTOR: vector.tolist()}
-        if item.caption is not None:
-            vectors[store.CAPTION_VECTOR] = captions[item.caption]
-            vectors[store.CAPTION_WORDS] = store.words_vector(item.caption)
-        payload = {"path": item.location, "caption": item.caption, "bytes": len(data), "model": info.name}
-        points.append((pid, vectors, {**payload, "family": info.family, "dimension": info.dimension}))
-    if points:
-        store.upsert(qdrant, collection, points)
-    summary.indexed += len(points)
+    """Wait for TODO's vectors and write them."""
+    made = points(info, todo, future.result(), summary)
+    if made:
+        store.upsert(qdrant, collection, made)
+    summary.indexed += len(made)

@@ -65,3 +65,14 @@ def upsert(client: QdrantClient, name: str, points: list[Point]) -> None:
         points=[models.PointStruct(id=pid, vector=dict(vectors), payload=payload) for pid, vectors, payload in points],
         wait=True,
     )
+
+
+def all_ids(client: QdrantClient, name: str) -> set[str]:
+    """Every point id in the collection, a page at a time (for a job that checks ids away from Qdrant)."""
+    ids: set[str] = set()
+    offset: Any = None
+    while True:
+        records, offset = client.scroll(name, limit=10_000, offset=offset, with_payload=False, with_vectors=False)
+        ids.update(str(record.id) for record in records)
+        if offset is None:
+            return ids
