@@ -66,3 +66,24 @@ def kernel_breakdown(encoder: TorchEncoder, batch: int) -> dict[str, float]:
             shares["other"] += time_us
     total = sum(shares.values()) or 1.0
     return {kind: value / total for kind, value in shares.items()}
+
+
+ATTENTION_OPS = {  # the SDPA operator that ran -> the backend it names
+    "aten::_scaled_dot_product_cudnn_attention": "cuDNN",
+    "aten::_scaled_dot_product_flash_attention": "flash",
+    "aten::_scaled_dot_product_efficient_attention": "memory-efficient",
+    "aten::_scaled_dot_product_flash_attention_for_cpu": "flash (CPU)",
+    "aten::_scaled_dot_product_attention_math": "math (unfused)",
+}
+
+
+def attention_backend(module: torch.nn.Module, inputs: list[torch.Tensor]) -> str:
+    """Which scaled-dot-product attention kernels one eager forward of MODULE ran (from the profiler's
+    operator names), or "matmul + softmax" when it computes attention without SDPA."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as trace:
+        module(*inputs)
+    ran = {event.key for event in trace.key_averages()}
+    found = sorted({backend for op, backend in ATTENTION_OPS.items() if op in ran})
+    return ", ".join(found) or "matmul + softmax (no SDPA)"

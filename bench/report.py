@@ -95,6 +95,14 @@ def table(result: BenchResult) -> str:
         lines.append("NOTE: GPU tensors between ensemble steps failed here; this run handed them over through the host")
     for model, graphs in result.cuda_graphs.items():
         lines.append(f"encoder alone, CUDA graphs of {model}: {graphs}")
+    for model, tower in result.towers.items():
+        compiled = (
+            f"; compiled ahead of time for {tower['compiled_for']} in {tower['compile_s']:.0f} s, "
+            f"package {tower['package_bytes'] / 2**20:.1f} MiB (kernels only)"
+            if "compile_s" in tower
+            else "; not compiled"
+        )
+        lines.append(f"tower {model}: attention {tower['attention']}{compiled}")
     if result.kernel_shares:
         shares = ", ".join(f"{k} {100 * v:.0f}%" for k, v in result.kernel_shares.items())
         lines.append(f"vision tower GPU time by kernel kind (eager, batch 32): {shares}")

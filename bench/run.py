@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from mmembed.bench.baseline import baseline_rates
-from mmembed.bench.encoder import device_inputs, encoder_rate, kernel_breakdown
+from mmembed.bench.encoder import attention_backend, device_inputs, encoder_rate, kernel_breakdown
 from mmembed.bench.gpu import GpuSampler, flops_per_item, matmul_tflops
 from mmembed.bench.load import LoadPlan, run_load
 from mmembed.bench.preprocess import device_preprocess_rate, preprocess_rate
@@ -38,6 +38,7 @@ from mmembed.core.sample_images import caption_corpus, photo_corpus
 from mmembed.core.types import Precision, Runtime
 from mmembed.export import BatchingOptions, ExportRequest, export_model
 from mmembed.families import get_family
+from mmembed.runtime.compiled_engine import ENGINE_FOLDER, EngineBuild
 from mmembed.runtime.device_preprocessing import DevicePreprocessor, nvjpeg_available
 from mmembed.runtime.torch_encoder import build_encoder
 from mmembed.serving.server import ServerSettings, TritonServer
@@ -61,7 +62,7 @@ class BenchConfig:
     text_max_batch_size: int = 256
     corpus_size: int = 40
     skip: tuple[str, ...] = ()  # steps to leave out: smoke, encoder, baseline, preprocess, served
-    compile: bool = False  # torch.compile the towers, served and alone
+    compile: bool = False  # export compiles the towers ahead of time (AOTInductor); served and alone use that
     image_preprocess: str = "pillow"  # served image preprocessing: pillow (CPU instances) or torch (device)
 
 
@@ -75,6 +76,8 @@ class BenchResult:
     flops_per_text: float = 0.0
     encoder: dict[str, dict[str, float]] = field(default_factory=dict)
     cuda_graphs: dict[str, str] = field(default_factory=dict)  # encoder alone: model -> "used" or why not
+    # encoder alone: model -> attention backend, and with --compile the package's compile time and size
+    towers: dict[str, dict[str, Any]] = field(default_factory=dict)
     kernel_shares: dict[str, float] = field(default_factory=dict)
     fast_jpeg_min_cosine: float = float("nan")
     device_preprocess_min_cosine: float = float("nan")  # torch/nvJPEG preprocessing vs Pillow, embeddings
@@ -206,15 +209,20 @@ def _encoder_alone(
     for folder in sorted(repository_folder(config, precision).glob(f"{config.family}_{precision}_*_encoder")):
         settings = replace(EncoderSettings.load(folder / "1"), device=config.device)
         module = family.load_encoder(settings.spec.name, folder / "1" / TOWER_FOLDER)
-        encoder = build_encoder(module, settings, name=folder.name)
+        engine = folder / "1" / ENGINE_FOLDER
+        encoder = build_encoder(module, settings, name=folder.name, engine=engine)  # converts MODULE in place
+        tower: dict[str, Any] = {"attention": attention_backend(module, device_inputs(encoder, 2, seed=3))}
+        if settings.compile:
+            build = EngineBuild.load(engine)
+            tower.update(compile_s=build.seconds, package_bytes=build.bytes, compiled_for=build.target.device)
+        result.towers[folder.name] = tower
         modality, batch = ("image" if settings.spec.takes_pixels else "text"), settings.max_batch_size
         rates[modality] = encoder_rate(encoder, batch, seconds=config.seconds / 3).items_per_s
         rates[f"{modality}_min_cosine_vs_fp32"] = encoder.gate_report.min_cosine
         if config.device == "cuda":
             result.cuda_graphs[folder.name] = encoder.graph_error or "used"
         if precision == config.precisions[0]:
-            eager_module = getattr(encoder.module, "_orig_mod", encoder.module)  # FLOPs are counted eagerly
-            flops = flops_per_item(eager_module, device_inputs(encoder, 1, seed=0))
+            flops = flops_per_item(module, device_inputs(encoder, 1, seed=0))  # counted on the eager module
             setattr(result, "flops_per_image" if modality == "image" else "flops_per_text", flops)
             if modality == "image":
                 result.fast_jpeg_min_cosine, result.device_preprocess_min_cosine = _preprocess_parity(

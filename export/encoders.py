@@ -22,7 +22,8 @@ from mmembed.core.types import Precision, Runtime
 from mmembed.export.onnx_graph import NamedInputs, check_parity, export_encoder, run_module
 from mmembed.export.onnx_precision import reduce_precision
 from mmembed.export.tensorrt_engine import build_engine, run_engine
-from mmembed.runtime.torch_encoder import build_encoder
+from mmembed.runtime.compiled_engine import ENGINE_FOLDER, compile_engine
+from mmembed.runtime.torch_encoder import build_encoder, convert_precision
 
 
 def build_artefact(
@@ -35,6 +36,7 @@ def build_artefact(
     calibration: NamedInputs,
     timing_cache: Path,
     log: Callable[[str], None],
+    tensorrt_version_compatible: bool = False,
 ) -> list[GateReport]:
     """Write the artefact for SETTINGS' runtime into the model's VERSION folder; return its gate reports.
 
@@ -43,19 +45,27 @@ def build_artefact(
     model = version.parent.name
     if settings.runtime is Runtime.TORCH:
         log(f"writing {model} for the torch runtime")
-        return _torch_encoder(family, module, settings, version / TOWER_FOLDER, real_inputs)
+        return _torch_encoder(family, module, settings, version / TOWER_FOLDER, real_inputs, log)
     log(f"exporting {model} to ONNX")
     graph = export_encoder(module, settings.spec, version)
     reports = [check_parity(module, settings.spec, graph, name=model, real_inputs=real_inputs)]
     if settings.runtime is Runtime.TENSORRT:
-        reports += _tensorrt_plan(module, settings, graph, real_inputs, calibration, timing_cache, log)
+        reports += _tensorrt_plan(
+            module, settings, graph, real_inputs, calibration, timing_cache, log, tensorrt_version_compatible
+        )
     return reports
 
 
 def _torch_encoder(
-    family: ModelFamily, module: torch.nn.Module, settings: EncoderSettings, folder: Path, real_inputs: NamedInputs
+    family: ModelFamily,
+    module: torch.nn.Module,
+    settings: EncoderSettings,
+    folder: Path,
+    real_inputs: NamedInputs,
+    log: Callable[[str], None],
 ) -> list[GateReport]:
-    """Write the encoder folder, prove it loads to the same fp32 module, and gate the served precision."""
+    """Write the encoder folder, prove it loads to the same fp32 module, compile it if asked (beside the
+    folder), and gate what will be served: the precision, and the compiled package."""
     spec = settings.spec
     family.save_encoder(spec.name, module, folder)
     name = folder.parent.parent.name
@@ -64,9 +74,16 @@ def _torch_encoder(
     inputs = {key: np.concatenate([value, real_inputs[key]]) for key, value in spec.random_inputs(4, 4321).items()}
     expected, actual = run_module(module.to(device), spec, inputs), run_module(loaded, spec, inputs)
     reports = [gate(f"{name} (encoder folder)", "fp32", actual, expected)]
-    if settings.precision is not Precision.FP32:
+    engine = folder.parent / ENGINE_FOLDER
+    if settings.compile:  # the pipeline made sure the device it is served on is here
+        precision = settings.precision.value
+        served = convert_precision(family.load_encoder(spec.name, folder).to(device), precision, spec.precision_scope)
+        build = compile_engine(served, spec, precision, settings.max_batch_size, engine)
+        del served
+        log(f"  compiled {name} (AOTInductor) for {build.target.device}: {build.seconds:.0f} s, {build.bytes:,} bytes")
+    if settings.precision is not Precision.FP32 or settings.compile:
         at_export = replace(settings, device=device, cuda_graphs=False)  # graphs: at load, where it is served
-        encoder = build_encoder(loaded, at_export, name=name, real_inputs=real_inputs)
+        encoder = build_encoder(loaded, at_export, name=name, real_inputs=real_inputs, engine=engine)
         reports.append(encoder.gate_report)
         del encoder
     return reports
@@ -80,6 +97,7 @@ def _tensorrt_plan(
     calibration: NamedInputs,
     timing_cache: Path,
     log: Callable[[str], None],
+    version_compatible: bool,
 ) -> list[GateReport]:
     """Type the graph in the precision and gate it on the CPU; build the plan (batch 1..max) and gate it
     on the GPU."""
@@ -92,7 +110,7 @@ def _tensorrt_plan(
         typed = f"{name} (typed graph)"
         reports.append(check_parity(module, spec, graph, name=typed, precision=precision, real_inputs=real_inputs))
     log(f"building TensorRT engine for {name}")
-    plan = build_engine(graph, spec, limit, timing_cache=timing_cache)
+    plan = build_engine(graph, spec, limit, timing_cache=timing_cache, version_compatible=version_compatible)
     inputs = {key: np.concatenate([value, real_inputs[key]]) for key, value in spec.random_inputs(4, 4321).items()}
     device = "cuda" if torch.cuda.is_available() else "cpu"  # the build needed a GPU: this is where it is
     expected = run_module(module.to(device), spec, inputs)

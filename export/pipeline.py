@@ -67,7 +67,11 @@ class ExportRequest:
     batching: BatchingOptions = field(default_factory=BatchingOptions)
     device: str = "cuda"  # runtime torch: where the encoders run when served ("cuda" or "cpu")
     fast_jpeg: bool = False  # decode large JPEGs at reduced scale (see ImageSettings.fast_jpeg)
-    compile: bool = False  # runtime torch: torch.compile the encoders at load
+    # runtime torch: compile the encoders ahead of time (AOTInductor) here, for this device and torch build;
+    # served without compiling (mmembed.runtime.compiled_engine)
+    compile: bool = False
+    # runtime tensorrt: plans that later TensorRT versions run too; otherwise only the building version does
+    tensorrt_version_compatible: bool = False
     # "pillow": decode and resize on CPU instances; "torch" (runtime torch): nvJPEG decode where available,
     # resize and normalise with torch on the encoder's device (see mmembed.runtime.device_preprocessing)
     image_preprocess: str = "pillow"
@@ -153,6 +157,7 @@ def _build_encoders(
             real_inputs=encoder_inputs(feeding, samples[feeding.modality], request.checkpoint),
             calibration=encoder_inputs(feeding, sample_items(feeding, first_seed=100), request.checkpoint),
             timing_cache=request.repository / TIMING_CACHE_FILE,
+            tensorrt_version_compatible=request.tensorrt_version_compatible,
             log=log,
         )
         for report in reports:
@@ -310,5 +315,14 @@ def _check_request(request: ExportRequest) -> None:
         )
     if request.device not in ("cuda", "cpu"):
         raise ExportError(f"device {request.device!r}: choose cuda or cpu")
+    if request.tensorrt_version_compatible and request.runtime is not Runtime.TENSORRT:
+        raise ExportError("--tensorrt-version-compatible is for runtime tensorrt's plans: use --runtime tensorrt")
+    if request.compile and request.runtime is not Runtime.TORCH:
+        raise ExportError("--compile builds runtime torch's compiled encoders: use --runtime torch")
+    if request.compile and request.device == "cuda" and not torch.cuda.is_available():
+        raise ExportError(
+            "--compile builds the encoders' kernels for the device that serves them, and this machine has no "
+            "GPU: export on the GPU machine, or use --device cpu"
+        )
     if request.name and not request.name.replace("_", "").replace("-", "").isalnum():
         raise ExportError(f"model name {request.name!r} may hold only letters, digits, '-' and '_'")

@@ -17,7 +17,7 @@ import torch
 from mmembed.core.contract import EncoderInput, EncoderSpec
 from mmembed.core.preprocessing import MIN_TEXT_LENGTH
 from mmembed.export.onnx_graph import NamedInputs
-from mmembed.serving.tensorrt_versions import VERSION_FILE
+from mmembed.serving.tensorrt_versions import VERSION_FILE, PlanVersion
 
 PLAN_FILE = "model.plan"
 
@@ -60,12 +60,20 @@ def require_tensorrt() -> None:
         raise TensorRTUnavailableError("runtime tensorrt needs a CUDA GPU to build the engine; none is visible")
 
 
-def build_engine(graph_path: Path, spec: EncoderSpec, max_batch_size: int, timing_cache: Path | None = None) -> Path:
+def build_engine(
+    graph_path: Path,
+    spec: EncoderSpec,
+    max_batch_size: int,
+    timing_cache: Path | None = None,
+    *,
+    version_compatible: bool = False,
+) -> Path:
     """Write `model.plan` beside GRAPH_PATH, or raise TensorRTUnavailableError saying what is missing.
 
     The network is strongly typed: each layer runs in the type the graph gives it (`onnx_precision` writes
     fp16 and fp8 graphs). TIMING_CACHE (read if present, written back after the build) holds the kernel
-    timings of earlier builds on this GPU."""
+    timings of earlier builds on this GPU. VERSION_COMPATIBLE builds a plan that later TensorRT versions
+    run too (TensorRT says it can be slower); otherwise only this exact TensorRT version runs it."""
     require_tensorrt()
     import tensorrt as trt
 
@@ -77,6 +85,8 @@ def build_engine(graph_path: Path, spec: EncoderSpec, max_batch_size: int, timin
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise RuntimeError(f"TensorRT cannot parse {graph_path}: {errors}")
     config = builder.create_builder_config()
+    if version_compatible:
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     profile = builder.create_optimization_profile()
     for input_name, shapes in optimization_profile(spec, max_batch_size).items():
         profile.set_shape(input_name, shapes["min"], shapes["opt"], shapes["max"])
@@ -90,7 +100,7 @@ def build_engine(graph_path: Path, spec: EncoderSpec, max_batch_size: int, timin
         raise RuntimeError(f"TensorRT failed to build an engine from {graph_path}")
     plan_path = graph_path.with_name(PLAN_FILE)
     plan_path.write_bytes(bytes(plan))
-    plan_path.with_name(VERSION_FILE).write_text(trt.__version__ + "\n")
+    plan_path.with_name(VERSION_FILE).write_text(PlanVersion(trt.__version__, version_compatible).line() + "\n")
     if timing_cache is not None and cache is not None:
         timing_cache.write_bytes(bytes(cache.serialize()))
     return plan_path

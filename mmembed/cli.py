@@ -77,7 +77,18 @@ def _parser() -> argparse.ArgumentParser:
         "--device", default=ExportRequest.device, choices=["cuda", "cpu"], help="runtime torch: where it runs"
     )
     export.add_argument("--fast-jpeg", action="store_true", help="decode large JPEGs at reduced scale (faster)")
-    export.add_argument("--compile", action="store_true", help="runtime torch: torch.compile the encoders at load")
+    export.add_argument(
+        "--tensorrt-version-compatible",
+        action="store_true",
+        help="runtime tensorrt: plans later TensorRT versions run too (may be slower); "
+        "by default a plan is served only by the exact TensorRT that built it",
+    )
+    export.add_argument(
+        "--compile",
+        action="store_true",
+        help="runtime torch: compile the encoders ahead of time (AOTInductor) on this machine's device; "
+        "served without compiling, only by the same torch build on the same kind of device",
+    )
     export.add_argument(
         "--image-preprocess",
         default=ExportRequest.image_preprocess,
@@ -262,7 +273,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=int, default=BenchConfig.threads, help="concurrent users per process")
     bench.add_argument("--preprocess-instances", type=int, default=BenchConfig.preprocess_instances)
     bench.add_argument("--encoder-instances", type=int, default=BenchConfig.encoder_instances)
-    bench.add_argument("--compile", action="store_true", help="torch.compile the encoders (served and alone)")
+    bench.add_argument(
+        "--compile", action="store_true", help="export compiles the encoders ahead of time (served and alone)"
+    )
     bench.add_argument(
         "--image-preprocess",
         default=BenchConfig.image_preprocess,
@@ -356,6 +369,7 @@ def _export(args: argparse.Namespace) -> int:
         device=args.device,
         fast_jpeg=args.fast_jpeg,
         compile=args.compile,
+        tensorrt_version_compatible=args.tensorrt_version_compatible,
         image_preprocess=args.image_preprocess,
         image_decode=args.image_decode,
         limits=InputLimits(

@@ -2,9 +2,10 @@
 
 At load it reads `encoder.json` (`EncoderSettings`), loads the encoder folder export wrote through the
 family's `load_encoder`, and builds a `mmembed.runtime.torch_encoder.TorchEncoder`: converted to the
-precision, gated against fp32 on fresh inputs (a model that fails the gate does not load, and the
-server log says why), CUDA graphs captured, checked, and kept if not slower than eager. Inputs on the
-GPU (DLPack) are used in place; the output stays on the GPU for the normalisation step.
+precision (run by the package export compiled, if it did; refused if built elsewhere), gated against
+fp32 on fresh inputs (a model that fails the gate does not load, and the server log says why), CUDA
+graphs captured, checked, and kept if not slower than eager. Inputs on the GPU (DLPack) are used in
+place; the output stays on the GPU for the normalisation step.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from mmembed.core.encoder_settings import EncoderSettings
 from mmembed.core.names import TOWER_FOLDER
+from mmembed.runtime.compiled_engine import ENGINE_FOLDER
 from mmembed.runtime.glue import error_response, instance_device, tensor_output, version_folder
 from mmembed.runtime.torch_encoder import build_encoder
 
@@ -43,7 +45,7 @@ class TritonPythonModel:
         module = family_module.load_encoder(settings.spec.name, folder / TOWER_FOLDER)
         self.input_names = [spec.name for spec in settings.spec.inputs]
         self.output_name = settings.spec.output
-        self.encoder = build_encoder(module, settings, name=args["model_name"])
+        self.encoder = build_encoder(module, settings, name=args["model_name"], engine=folder / ENGINE_FOLDER)
         graphs = ", ".join(str(size) for size in self.encoder.graphs) or f"none {self.encoder.graph_error}"
         pb_utils.Logger.log_info(f"mmembed: gate passed: {self.encoder.gate_report.line()}; CUDA graphs: {graphs}")
 

@@ -17,6 +17,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ import torch
 from mmembed.core.contract import EncoderInput
 from mmembed.core.encoder_settings import EncoderSettings
 from mmembed.core.numeric_gate import MIN_COSINE, GateReport, gate
+from mmembed.runtime.compiled_engine import load_engine
 from mmembed.runtime.fp8 import convert_to_fp8
 
 PRECISION_DTYPES: dict[str, torch.dtype] = {
@@ -127,11 +129,13 @@ def build_encoder(
     name: str,
     real_inputs: dict[str, np.ndarray] | None = None,
     gate_seed: int | None = None,
+    engine: Path | None = None,
 ) -> TorchEncoder:
     """Move the fp32 MODULE to the device, convert it to the precision, gate it, capture its graphs.
 
     The gate's inputs are GATE_BATCH fresh random items (GATE_SEED fixes them, for tests) and REAL_INPUTS
-    (preprocessed real images or texts, at the inputs' largest shape)."""
+    (preprocessed real images or texts, at the inputs' largest shape). With `settings.compile` the module
+    that runs, and is gated, is the package export compiled into ENGINE, given the converted weights."""
     spec, precision = settings.spec, settings.precision.value
     device = torch.device(settings.device)
     module = module.to(device).eval()
@@ -142,9 +146,11 @@ def build_encoder(
     inputs = [x.to(device) for x in as_tensors(named, settings)]
     with torch.inference_mode():
         reference = module(*inputs).float().cpu().numpy()
-    module = _convert(module, precision, spec.precision_scope)
+    module = convert_precision(module, precision, spec.precision_scope)
     if settings.compile:
-        module = torch.compile(module, dynamic=True)  # type: ignore[assignment]
+        if engine is None:
+            raise ValueError(f"{name}: settings say compiled, but no engine folder was given")
+        module = load_engine(module, engine, precision)
     with torch.inference_mode():
         report = gate(name, precision, run_eager(module, settings, inputs).cpu().numpy(), reference)
     encoder = TorchEncoder(name=name, module=module, settings=settings, gate_report=report)
@@ -161,7 +167,8 @@ def build_encoder(
     return encoder
 
 
-def _convert(module: torch.nn.Module, precision: str, scope: str) -> torch.nn.Module:
+def convert_precision(module: torch.nn.Module, precision: str, scope: str) -> torch.nn.Module:
+    """MODULE (in place) with weights in PRECISION's dtype, its Linear layers in SCOPE swapped for fp8."""
     module = module.to(PRECISION_DTYPES[precision])
     if precision == "fp8" and convert_to_fp8(module, scope) == 0:
         raise ValueError(f"no Linear layer of this encoder matches the family's precision scope {scope!r}")

@@ -35,6 +35,7 @@ from mmembed.core.numeric_gate import GateReport, PrecisionGateError
 from mmembed.serving.load_gate import check_repository, references
 from mmembed.serving.probe import Prober
 from mmembed.serving.processes import children, cmdline, wait_for_group_exit
+from mmembed.serving.tensorrt_versions import BACKEND_CONFIG as TENSORRT_BACKEND_CONFIG
 from mmembed.serving.tensorrt_versions import (
     VERSION_FILE,
     TensorRTVersionError,
@@ -217,14 +218,16 @@ def _stub_environment(install: TritonInstall, stub_python: Path | None) -> dict[
     return env
 
 
-def _check_tensorrt_plans(repository: Path) -> None:
-    """Refuse to start on TensorRT plans built with another TensorRT than the server's, naming the model."""
+def tensorrt_flags(repository: Path, server_version: str | None) -> list[str]:
+    """Refuse to start on TensorRT plans a server with SERVER_VERSION may not run, naming the model; the
+    backend option that version-compatible plans need."""
     if not any(repository.glob(f"*/*/{VERSION_FILE}")):
-        return
+        return []
     try:
-        check_plan_versions(repository, server_tensorrt_version())
+        compatible = check_plan_versions(repository, server_version)
     except TensorRTVersionError as e:
         raise ServeError(str(e)) from None
+    return [TENSORRT_BACKEND_CONFIG] if compatible else []
 
 
 # Exec'd in front of tritonserver: Linux's parent-death signal makes the server get SIGTERM when the
@@ -267,7 +270,7 @@ class TritonServer:
         repository = self.settings.repository
         if not repository.is_dir():
             raise ServeError(f"model repository {repository} does not exist")
-        _check_tensorrt_plans(repository)
+        backend_flags = tensorrt_flags(repository, server_tensorrt_version())
         settings = self.settings
         check_ports_free({"gRPC": settings.grpc_port, "HTTP": settings.http_port, "metrics": settings.metrics_port})
         install = find_tritonserver()
@@ -292,6 +295,7 @@ class TritonServer:
             "--load-model=*",
             *_restrictions(self.settings.api_key, self._admin_key),
             *cuda_memory_pool_flags(visible_gpu_count(), self.settings.cuda_memory_pool_mb),
+            *backend_flags,
         ]
         if self.settings.tls_cert is not None and self.settings.tls_key is not None:
             command += [

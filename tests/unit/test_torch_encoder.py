@@ -3,6 +3,8 @@ refused, at export and (see the integration tests) at load. All of it runs on th
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +18,17 @@ from mmembed.core.numeric_gate import MIN_COSINE, PrecisionGateError, row_cosine
 from mmembed.core.types import Precision, Runtime
 from mmembed.export import ExportRequest, export_model
 from mmembed.families import get_family
+from mmembed.runtime.compiled_engine import (
+    BUILD_FILE,
+    PACKAGE_FILE,
+    CompiledModule,
+    EngineBuild,
+    EngineMismatchError,
+    compile_engine,
+    load_engine,
+)
 from mmembed.runtime.fp8 import Fp8Linear
-from mmembed.runtime.torch_encoder import batch_buckets, build_encoder
+from mmembed.runtime.torch_encoder import batch_buckets, build_encoder, convert_precision
 
 FAMILY = get_family("siglip2")
 ENCODERS = ("vision", "text")
@@ -113,17 +124,92 @@ def test_fp16_overflow_is_refused_at_export(checkpoint: Path, tmp_path: Path) ->
     assert [p.name for p in repository.iterdir()] == []  # nothing half-written
 
 
-def test_compiled_encoder_passes_the_gate_and_matches_eager(
-    encoder_folders: dict[str, Path], specs: dict[str, EncoderSpec]
+@pytest.fixture(scope="module")
+def compiled_vision(
+    encoder_folders: dict[str, Path], specs: dict[str, EncoderSpec], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The vision encoder compiled ahead of time for batches 1 to 4, as export does it (fp32, this CPU)."""
+    module = convert_precision(FAMILY.load_encoder("vision", encoder_folders["vision"]), "fp32", ".*")
+    folder = tmp_path_factory.mktemp("compiled-vision")
+    compile_engine(module, specs["vision"], "fp32", 4, folder)
+    return folder
+
+
+def test_compiled_encoder_is_gated_and_computes_what_eager_does_at_every_batch_size(
+    encoder_folders: dict[str, Path], specs: dict[str, EncoderSpec], compiled_vision: Path
 ) -> None:
-    """torch.compile (inductor, dynamic batch) computes what the eager module does, at batch sizes other
-    than the one it was first compiled for."""
+    """The package (AOTInductor, dynamic batch 1..4) runs what the eager module does, at batch sizes it was
+    not traced with, a batch over its limit split; and it is what build_encoder gated and runs."""
     reference = FAMILY.load_encoder("vision", encoder_folders["vision"])
     module = FAMILY.load_encoder("vision", encoder_folders["vision"])
-    encoder = build_encoder(module, settings(specs["vision"], "fp32", compile=True), name="v", gate_seed=0)
+    compiled = settings(specs["vision"], "fp32", compile=True)
+    encoder = build_encoder(module, compiled, name="v", gate_seed=0, engine=compiled_vision)
+    assert isinstance(encoder.module, CompiledModule)
     assert encoder.gate_report.min_cosine >= MIN_COSINE["fp32"]
-    for batch in (1, 5):
+    for batch in (1, 3, 4, 7):
         inputs = random_batch(specs["vision"], batch, seed=batch)
         with torch.no_grad():
             expected = reference(*inputs).numpy()
         np.testing.assert_allclose(encoder(inputs).numpy(), expected, atol=1e-4)
+    with pytest.raises(ValueError, match="no engine folder"):
+        build_encoder(FAMILY.load_encoder("vision", encoder_folders["vision"]), compiled, name="v")
+
+
+def test_the_package_holds_kernels_and_the_weights_come_from_the_encoder_folder(
+    encoder_folders: dict[str, Path], specs: dict[str, EncoderSpec], compiled_vision: Path
+) -> None:
+    """Weights given at load are the ones used, so the repository does not hold them twice."""
+    original = FAMILY.load_encoder("vision", encoder_folders["vision"])
+    changed = FAMILY.load_encoder("vision", encoder_folders["vision"])
+    with torch.no_grad():
+        for parameter in changed.parameters():
+            parameter.mul_(1.25)
+    inputs = random_batch(specs["vision"], 2, seed=11)
+    with torch.no_grad():
+        served = load_engine(changed, compiled_vision, "fp32")(*inputs).numpy()
+        expected, before = changed(*inputs).numpy(), original(*inputs).numpy()
+    np.testing.assert_allclose(served, expected, atol=1e-4)
+    assert not np.allclose(served, before, atol=1e-3)
+    assert EngineBuild.load(compiled_vision).bytes == (compiled_vision / PACKAGE_FILE).stat().st_size
+
+
+def test_a_package_built_by_another_torch_or_for_another_device_is_refused(
+    encoder_folders: dict[str, Path], compiled_vision: Path, tmp_path: Path
+) -> None:
+    """Never served silently: each mismatch names what built the package, what is here, and what to do."""
+    copy = tmp_path / "compiled"
+    shutil.copytree(compiled_vision, copy)
+    module = FAMILY.load_encoder("vision", encoder_folders["vision"])
+    build = EngineBuild.load(copy)
+    other_torch = dataclasses.replace(build.target, torch_version="2.11.0+cu130")
+    other_device = dataclasses.replace(build.target, device="NVIDIA H100 80GB HBM3 (sm_90)")
+    cases = [
+        (dataclasses.replace(build, target=other_torch), r"built with torch 2\.11\.0\+cu130 for cpu"),
+        (
+            dataclasses.replace(build, target=other_device),
+            r"for NVIDIA H100 80GB HBM3 \(sm_90\) in fp32; this is .* on cpu",
+        ),
+        (dataclasses.replace(build, precision="bf16"), r"in bf16; this is .* in fp32"),
+    ]
+    for tampered, message in cases:
+        tampered.save(copy)
+        with pytest.raises(EngineMismatchError, match=message + r".*export again with --compile on this machine"):
+            load_engine(module, copy, "fp32")
+    (copy / BUILD_FILE).unlink()
+    with pytest.raises(EngineMismatchError, match="no compiled encoder"):
+        load_engine(module, copy, "fp32")
+
+
+def test_token_lengths_that_vary_are_compiled_dynamic(jina_checkpoint: Path, tmp_path: Path) -> None:
+    """JinaCLIP-v2's text encoder takes ids of any length up to its maximum: one package serves them all,
+    and equals the eager module at each."""
+    family = get_family("jinaclip2")
+    spec = family.describe(jina_checkpoint).encoder("text")
+    reference = family.load_encoders(jina_checkpoint)["text"].eval()
+    compile_engine(reference, spec, "fp32", 4, tmp_path)
+    compiled = load_engine(reference, tmp_path, "fp32")
+    ids_spec = spec.inputs[0]
+    for batch, length in ((1, 5), (3, 17), (4, ids_spec.item_shape[0])):
+        ids = torch.randint(5, ids_spec.high, (batch, length))
+        with torch.no_grad():
+            np.testing.assert_allclose(compiled(ids).numpy(), reference(ids).numpy(), atol=1e-4)
