@@ -101,8 +101,8 @@ def test_fp8_replaces_only_the_transformer_blocks_linear_layers(
     module = FAMILY.load_encoder("vision", encoder_folders["vision"])
     encoder = build_encoder(module, settings(specs["vision"], "fp8"), name="v", gate_seed=0)
     fp8 = [name for name, child in encoder.module.named_modules() if isinstance(child, Fp8Linear)]
-    # 2 layers x (q, k, v, out projections + 2 MLP layers); the pooling head keeps bf16
-    assert len(fp8) == 12 and all(".encoder.layers." in name for name in fp8)
+    # 2 layers x (fused qkv, out projection + 2 MLP layers); the pooling head keeps bf16
+    assert len(fp8) == 8 and all(".encoder.layers." in name for name in fp8)
     assert not any("head" in name for name in fp8)
     patch_embedding = next(m for name, m in encoder.module.named_modules() if name.endswith("patch_embedding"))
     assert patch_embedding.weight.dtype == torch.bfloat16

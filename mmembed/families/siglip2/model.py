@@ -16,6 +16,7 @@ from mmembed.core.contract import CheckpointError, ModelFamily, ModelSpec
 from mmembed.core.preprocessing import TRANSFORMERS_DECODE, ImageSettings, TextSettings
 from mmembed.families.checkpoint_files import image_processor_config, pad_token_id, read_json
 from mmembed.families.siglip2.checkpoint import SIZES, make_checkpoint
+from mmembed.families.siglip2.fused_attention import fuse_attention
 from mmembed.families.two_towers import two_towers
 
 # The transformer blocks' Linear layers: what may run in fp8 (patch embedding, norms, heads stay wider).
@@ -119,12 +120,13 @@ def save_encoder(name: str, encoder: torch.nn.Module, out: Path) -> None:
 
 
 def load_encoder(name: str, folder: Path) -> torch.nn.Module:
-    """An encoder folder written by `save_encoder`, in fp32 eval mode with SDPA attention."""
+    """An encoder folder written by `save_encoder`, in fp32 eval mode, attention with one QKV projection."""
     from transformers import SiglipTextModel, SiglipVisionModel
 
     _quiet()
     model_class = SiglipVisionModel if name == "vision" else SiglipTextModel
     model = model_class.from_pretrained(folder, attn_implementation="sdpa", dtype=torch.float32)
+    fuse_attention(model)
     return _PooledOutput(model).eval()
 
 
