@@ -23,7 +23,7 @@ def _mfu(result: BenchResult, images_per_s: float | None, precision: str) -> str
         return "-"
     achieved = result.flops_per_image * images_per_s / 1e12
     text = f"{100 * achieved / peak:.0f}% of bf16"
-    if precision == "fp8" and result.ceilings_tflops.get("fp8"):
+    if precision.startswith("fp8") and result.ceilings_tflops.get("fp8"):
         text += f", {100 * achieved / result.ceilings_tflops['fp8']:.0f}% of fp8"
     return text
 
@@ -33,7 +33,7 @@ def table(result: BenchResult) -> str:
     lines = [
         f"machine: {result.machine}; date: {result.date}",
         "",
-        "| measurement | precision | images/s | texts/s | image p50/p95/p99 ms | text p50/p95/p99 ms "
+        "| measurement | precision (-aot: compiled) | images/s | texts/s | image p50/p95/p99 ms | text p50/p95/p99 ms "
         "| GPU util | image MFU | images/s vs baseline |",
         "| --- | --- | ---: | ---: | --- | --- | ---: | --- | ---: |",
     ]

@@ -62,7 +62,9 @@ class BenchConfig:
     text_max_batch_size: int = 256
     corpus_size: int = 40
     skip: tuple[str, ...] = ()  # steps to leave out: smoke, encoder, baseline, preprocess, served
-    compile: bool = False  # export compiles the towers ahead of time (AOTInductor); served and alone use that
+    # Each precision also compiled ahead of time at export (AOTInductor), measured beside the eager one as
+    # variant "<precision>-aot" (served and alone)
+    compile: bool = False
     image_preprocess: str = "pillow"  # served image preprocessing: pillow (CPU instances) or torch (device)
 
 
@@ -114,20 +116,21 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print) -> Be
     if not (checkpoint / "config.json").is_file():
         with clock("checkpoint"):
             family.make_checkpoint(config.size, checkpoint)
-    precisions = []
-    for precision in config.precisions:
-        with clock(f"export {precision}"):
-            export_model(export_request(config, checkpoint, repository_folder(config, precision), precision), log=log)
-            precisions.append(precision)
-    config = replace(config, precisions=tuple(precisions))
+    exported = []
+    for variant in variants(config):
+        with clock(f"export {variant}"):
+            export_model(export_request(config, checkpoint, repository_folder(config, variant), variant), log=log)
+            exported.append(variant)
+    config = replace(config, precisions=tuple(v for v in config.precisions if v in exported))
+    measured = [variant for variant in variants(config) if variant in exported]
     jpegs, texts = photo_corpus(config.corpus_size), caption_corpus(1024)
     image_settings = _image_settings(family.describe(checkpoint))
     if cuda:
         with clock("matmul ceilings"):
             result.ceilings_tflops = matmul_tflops()
-    for precision in config.precisions if "encoder" not in config.skip else ():
-        with clock(f"encoder alone {precision}"):
-            _encoder_alone(config, precision, jpegs, image_settings, result)
+    for variant in measured if "encoder" not in config.skip else ():
+        with clock(f"encoder alone {variant}"):
+            _encoder_alone(config, variant, jpegs, image_settings, result)
     if "baseline" not in config.skip:
         with clock("transformers baseline"):
             baseline = baseline_rates(checkpoint, jpegs, texts, device=config.device, seconds=config.seconds / 2)
@@ -144,9 +147,9 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print) -> Be
     gc.collect()
     if cuda:
         torch.cuda.empty_cache()
-    for precision in config.precisions if "served" not in config.skip else ():
-        with clock(f"served {precision}"):
-            _served(config, precision, jpegs, texts, result, log)
+    for variant in measured if "served" not in config.skip else ():
+        with clock(f"served {variant}"):
+            _served(config, variant, jpegs, texts, result, log)
     return result
 
 
@@ -173,22 +176,34 @@ def _smoke(config: BenchConfig, result: BenchResult, log: Callable[[str], None])
     log(f"smoke parity: {result.smoke_parity}")
 
 
-def repository_folder(config: BenchConfig, precision: str) -> Path:
-    """One repository (and one server) per precision: a model refused at load stops only its own run."""
-    return config.work_dir / f"repository-{precision}"
+COMPILED = "-aot"  # a variant's suffix: the precision compiled ahead of time
 
 
-def export_request(config: BenchConfig, checkpoint: Path, repository: Path, precision: str) -> ExportRequest:
+def variants(config: BenchConfig) -> tuple[str, ...]:
+    """What is measured side by side: each precision eager, and with --compile each compiled too."""
+    return (*config.precisions, *(p + COMPILED for p in config.precisions if config.compile))
+
+
+def model_name(config: BenchConfig, variant: str) -> str:
+    return f"{config.family}_{variant.replace('-', '_')}"
+
+
+def repository_folder(config: BenchConfig, variant: str) -> Path:
+    """One repository (and one server) per variant: a model refused at load stops only its own run."""
+    return config.work_dir / f"repository-{variant}"
+
+
+def export_request(config: BenchConfig, checkpoint: Path, repository: Path, variant: str) -> ExportRequest:
     return ExportRequest(
         family=get_family(config.family),
         checkpoint=checkpoint,
         repository=repository,
-        name=f"{config.family}_{precision}",
+        name=model_name(config, variant),
         runtime=Runtime.TORCH,
-        precision=Precision(precision),
+        precision=Precision(variant.removesuffix(COMPILED)),
         device=config.device,
         fast_jpeg=True,
-        compile=config.compile,
+        compile=variant.endswith(COMPILED),
         image_preprocess=config.image_preprocess,
         batching=BatchingOptions(
             max_batch_size=config.max_batch_size,
@@ -200,13 +215,13 @@ def export_request(config: BenchConfig, checkpoint: Path, repository: Path, prec
 
 
 def _encoder_alone(
-    config: BenchConfig, precision: str, jpegs: list[bytes], image_settings: ImageSettings, result: BenchResult
+    config: BenchConfig, variant: str, jpegs: list[bytes], image_settings: ImageSettings, result: BenchResult
 ) -> None:
     """Each encoder the export wrote, built from its `encoder.json` as the served model builds it."""
     family = get_family(config.family)
     rates: dict[str, float] = {}
-    result.encoder[precision] = rates
-    for folder in sorted(repository_folder(config, precision).glob(f"{config.family}_{precision}_*_encoder")):
+    result.encoder[variant] = rates
+    for folder in sorted(repository_folder(config, variant).glob(f"{model_name(config, variant)}_*_encoder")):
         settings = replace(EncoderSettings.load(folder / "1"), device=config.device)
         module = family.load_encoder(settings.spec.name, folder / "1" / TOWER_FOLDER)
         engine = folder / "1" / ENGINE_FOLDER
@@ -221,7 +236,7 @@ def _encoder_alone(
         rates[f"{modality}_min_cosine_vs_fp32"] = encoder.gate_report.min_cosine
         if config.device == "cuda":
             result.cuda_graphs[folder.name] = encoder.graph_error or "used"
-        if precision == config.precisions[0]:
+        if variant == config.precisions[0]:
             flops = flops_per_item(module, device_inputs(encoder, 1, seed=0))  # counted on the eager module
             setattr(result, "flops_per_image" if modality == "image" else "flops_per_text", flops)
             if modality == "image":
@@ -256,21 +271,21 @@ def _preprocess_parity(encoder: Any, jpegs: list[bytes], settings: ImageSettings
 
 def _served(
     config: BenchConfig,
-    precision: str,
+    variant: str,
     jpegs: list[bytes],
     texts: list[str],
     result: BenchResult,
     log: Callable[[str], None],
 ) -> None:
-    repository = repository_folder(config, precision)
+    repository = repository_folder(config, variant)
     settings = ServerSettings.on_free_ports(repository)
     log(f"starting tritonserver on {repository} ...")
     started = time.monotonic()
     server = TritonServer(settings)
     try:
         server.start()
-        result.timings_s[f"tritonserver start {precision} (load, gate, CUDA graphs)"] = time.monotonic() - started
-        model = f"{config.family}_{precision}"
+        result.timings_s[f"tritonserver start {variant} (load, gate, CUDA graphs)"] = time.monotonic() - started
+        model = model_name(config, variant)
         phases = (
             ("image", config.image_batch, jpegs, config.seconds),
             ("text", config.text_batch, texts, config.seconds / 2),
@@ -289,10 +304,10 @@ def _served(
             with GpuSampler() as sampler:
                 load = run_load(plan, corpus)
             row = {**asdict(load), "gpu_util": sampler.mean}
-            result.served[f"{precision} {modality}"] = row
+            result.served[f"{variant} {modality}"] = row
             log(f"served {model} {modality}: {load.items_per_s:.1f}/s, p50 {load.p50_ms:.0f} ms, {load.failures}")
     finally:
-        result.server_logs[precision] = str(server.log_file)
+        result.server_logs[variant] = str(server.log_file)
         server.stop()
 
 

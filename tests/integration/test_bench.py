@@ -8,7 +8,9 @@ from mmembed.bench.report import table
 from mmembed.bench.run import BenchConfig, run_benchmark
 
 
-def _rehearsal(work_dir: Path, family: str, skip: tuple[str, ...], image_preprocess: str = "pillow") -> BenchConfig:
+def _rehearsal(
+    work_dir: Path, family: str, skip: tuple[str, ...], image_preprocess: str = "pillow", compile: bool = False
+) -> BenchConfig:
     """The tiny model on the CPU, every phase a few seconds."""
     return BenchConfig(
         work_dir=work_dir,
@@ -24,11 +26,13 @@ def _rehearsal(work_dir: Path, family: str, skip: tuple[str, ...], image_preproc
         corpus_size=4,
         skip=skip,
         image_preprocess=image_preprocess,
+        compile=compile,
     )
 
 
 def test_bench_rehearsal_on_the_cpu(tmp_path: Path) -> None:
-    config = _rehearsal(tmp_path, "siglip2", ("smoke",), image_preprocess="torch")
+    """bf16 eager and bf16 compiled ahead of time, side by side, with each tower's attention backend."""
+    config = _rehearsal(tmp_path, "siglip2", ("smoke",), image_preprocess="torch", compile=True)
     result = run_benchmark(config, log=lambda line: None)
     assert result.errors == {}, result.errors
     assert result.encoder["bf16"]["image"] > 0 and result.encoder["bf16"]["text"] > 0
@@ -43,6 +47,13 @@ def test_bench_rehearsal_on_the_cpu(tmp_path: Path) -> None:
     assert "| served end to end (Triton, gRPC), image preprocessing in torch | bf16 |" in report
     assert "| encoder alone" in report
     assert "| image preprocessing alone, torch on cpu (Pillow decode), in process | - |" in report
+    assert result.encoder["bf16-aot"]["image"] > 0 and result.encoder["bf16-aot"]["image_min_cosine_vs_fp32"] >= 0.999
+    assert result.served["bf16-aot image"]["items_per_s"] > 0 and result.served["bf16-aot text"]["failures"] == {}
+    assert "| served end to end (Triton, gRPC), image preprocessing in torch | bf16-aot |" in report
+    compiled = result.towers["siglip2_bf16_aot_vision_encoder"]
+    assert compiled["compile_s"] > 0 and compiled["package_bytes"] > 0 and compiled["compiled_for"].startswith("cpu")
+    assert "compile_s" not in result.towers["siglip2_bf16_vision_encoder"]
+    assert "tower siglip2_bf16_aot_text_encoder: attention flash (CPU); compiled ahead of time for cpu" in report
 
 
 def test_bench_rehearsal_for_jinaclip2_skips_the_siglip_only_steps(tmp_path: Path) -> None:
