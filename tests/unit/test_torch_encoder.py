@@ -213,3 +213,15 @@ def test_token_lengths_that_vary_are_compiled_dynamic(jina_checkpoint: Path, tmp
         ids = torch.randint(5, ids_spec.high, (batch, length))
         with torch.no_grad():
             np.testing.assert_allclose(compiled(ids).numpy(), reference(ids).numpy(), atol=1e-4)
+
+
+def test_fp8_encoder_compiles_and_passes_its_gate(
+    encoder_folders: dict[str, Path], specs: dict[str, EncoderSpec], tmp_path: Path
+) -> None:
+    """The fp8 variant (Fp8Linear's per-row scaling and scaled matmuls) exports and compiles as one graph."""
+    spec = specs["vision"]
+    served = convert_precision(FAMILY.load_encoder("vision", encoder_folders["vision"]), "fp8", spec.precision_scope)
+    compile_engine(served, spec, "fp8", 4, tmp_path)
+    module = FAMILY.load_encoder("vision", encoder_folders["vision"])
+    encoder = build_encoder(module, settings(spec, "fp8", compile=True), name="v", gate_seed=0, engine=tmp_path)
+    assert isinstance(encoder.module, CompiledModule) and encoder.gate_report.min_cosine >= MIN_COSINE["fp8"]
