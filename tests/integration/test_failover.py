@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tritonclient.grpc as grpcclient
 from conftest import MODEL
+from server_stats import served
 
 from mmembed.client import ClientOptions, EmbeddingClient
 from mmembed.export import ExportRequest, export_model
@@ -36,23 +36,15 @@ def replicas(checkpoint: Path, tmp_path: Path) -> Iterator[list[TritonServer]]:
             server.stop()
 
 
-def _requests_served(server: TritonServer) -> int:
-    client = grpcclient.InferenceServerClient(server.grpc_url)
-    try:
-        stats = client.get_inference_statistics(f"{MODEL}_text", as_json=True)["model_stats"]
-        return sum(int(s["inference_stats"]["success"].get("count", 0)) for s in stats)
-    finally:
-        client.close()
-
-
 def test_requests_spread_over_replicas_and_survive_one_going_down(replicas: list[TritonServer]) -> None:
     first, second = replicas
     with EmbeddingClient(first.grpc_url) as single:
         expected = single.embed_texts(MODEL, TEXTS)
-    before = [_requests_served(server) for server in replicas]
+    before = served(replicas, f"{MODEL}_text", "requests")
     with EmbeddingClient([first.grpc_url, second.grpc_url], OPTIONS) as client:
         assert np.allclose(client.embed_texts(MODEL, TEXTS[:20]), expected[:20], atol=1e-6)
-        spread = [_requests_served(server) - count for server, count in zip(replicas, before, strict=True)]
+        after = served(replicas, f"{MODEL}_text", "requests", total=sum(before) + 10)
+        spread = [now - count for now, count in zip(after, before, strict=True)]
         assert min(spread) >= 3 and sum(spread) == 10, spread  # 10 requests, round robin over both
 
         result: dict[str, np.ndarray] = {}

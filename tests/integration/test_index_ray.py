@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tritonclient.grpc as grpcclient
 from conftest import MODEL
 from qdrant_client import QdrantClient
+from server_stats import served
 from test_index import photo_folder
 
 from mmembed.client import EmbeddingClient
@@ -49,16 +49,6 @@ def second_server(repository: Path) -> Iterator[TritonServer]:
         yield replica
 
 
-def _images_embedded(server: TritonServer) -> int:
-    """Images the server's image ensemble has embedded so far (items, not requests)."""
-    client = grpcclient.InferenceServerClient(server.grpc_url)
-    try:
-        stats = client.get_inference_statistics(f"{MODEL}_image", as_json=True)["model_stats"]
-        return sum(int(s.get("inference_count", 0)) for s in stats)
-    finally:
-        client.close()
-
-
 def _index(source: Path, cluster: str, servers: list[TritonServer], qdrant: Path) -> list[str]:
     urls = ",".join(server.grpc_url for server in servers)
     finished = subprocess.run(
@@ -83,7 +73,7 @@ def test_ray_job_spreads_over_two_servers_and_embeds_each_image_once(
         writer.writeheader()
         writer.writerows({"path": str(path), "caption": f"photo number {i}"} for i, path in enumerate(files[:16]))
     qdrant = tmp_path / "qdrant"
-    before = [_images_embedded(s) for s in servers]
+    before = served(servers, f"{MODEL}_image", "items")
 
     first = _index(listing, ray_cluster, servers, qdrant)
     assert first[-1].startswith("indexed 16, skipped 0 (already there), failed 0")
@@ -93,7 +83,8 @@ def test_ray_job_spreads_over_two_servers_and_embeds_each_image_once(
 
     # Each photo embedded once (the broken file fails in preprocessing, uncounted). Both servers took some:
     # 7+ batches of new images went to at most 4 workers, and a worker's image requests alternate servers.
-    embedded = [_images_embedded(s) - count for s, count in zip(servers, before, strict=True)]
+    after = served(servers, f"{MODEL}_image", "items", total=sum(before) + 40)
+    embedded = [now - count for now, count in zip(after, before, strict=True)]
     assert sum(embedded) == 40 and min(embedded) > 0, embedded
 
     client = QdrantClient(path=str(qdrant))
