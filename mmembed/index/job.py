@@ -15,7 +15,6 @@ from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -84,10 +83,15 @@ def run_index(job: IndexJob, *, progress: bool = True) -> IndexSummary:
             store.ensure_collection(qdrant, job.collection, info.dimension)
             bar = tqdm(total=len(items), unit="img", disable=not progress, dynamic_ncols=True)
             embedding: deque[tuple[Future[Embedded], list[Pending]]] = deque()
-            held = partial(store.existing, qdrant, job.collection)
+            taken: set[str] = set()  # ids this run embeds: an image found twice in the source is stored once
+
+            def held(ids: list[str]) -> AbstractSet[str]:
+                return store.existing(qdrant, job.collection, ids) | taken.intersection(ids)
+
             for start in range(0, len(items), job.batch_size):
                 batch = items[start : start + job.batch_size]
                 todo = unstored(batch, job.fetch, readers, held, summary)
+                taken.update(pid for _, _, pid in todo)
                 if todo:
                     embedding.append((embedder.submit(embed, client, info, todo), todo))
                 if len(embedding) > BATCHES_EMBEDDING:
@@ -114,17 +118,23 @@ def unstored(
     stored: Callable[[list[str]], AbstractSet[str]],
     summary: IndexSummary,
 ) -> list[Pending]:
-    """BATCH's readable items whose ids STORED does not report (the unreadable and the stored are counted
-    in SUMMARY)."""
+    """BATCH's readable items whose ids STORED does not report, each image once (the unreadable, the stored
+    and the copies are counted in SUMMARY)."""
     read: list[Pending] = []
     for item, data in zip(batch, readers.map(lambda item: _read(item, policy), batch), strict=True):
         if isinstance(data, str):
             summary.failed[item.location] = data
             continue
         read.append((item, data, store.point_id(hashlib.sha256(data).hexdigest())))
-    held = stored([pid for _, _, pid in read])
-    summary.skipped += sum(pid in held for _, _, pid in read)
-    return [entry for entry in read if entry[2] not in held]
+    taken = set(stored([pid for _, _, pid in read]))
+    todo = []
+    for entry in read:
+        if entry[2] in taken:
+            summary.skipped += 1
+        else:
+            taken.add(entry[2])
+            todo.append(entry)
+    return todo
 
 
 def _read(item: SourceItem, policy: FetchPolicy) -> bytes | str:

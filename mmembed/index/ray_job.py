@@ -62,8 +62,9 @@ def run_index_on_ray(job: IndexJob, options: RayOptions, *, progress: bool = Tru
             num_cpus=options.cpus_per_worker,
         )
         bar = tqdm(total=len(items), unit="img", disable=not progress, dynamic_ncols=True)
+        written: set[str] = set()  # an image found twice in the source, by two workers, is stored once
         for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
-            _store(qdrant, job.collection, batch, summary)
+            _store(qdrant, job.collection, batch, written, summary)
             bar.update(len(batch["status"]))
             bar.set_postfix(indexed=summary.indexed, skipped=summary.skipped, failed=len(summary.failed))
         bar.close()
@@ -111,17 +112,20 @@ class EmbedWorker:
         }
 
 
-def _store(qdrant: Any, collection: str, batch: dict[str, np.ndarray], summary: IndexSummary) -> None:
-    """Write a batch of the workers' rows: their points, failures and skips."""
+def _store(
+    qdrant: Any, collection: str, batch: dict[str, np.ndarray], written: set[str], summary: IndexSummary
+) -> None:
+    """Write a batch of the workers' rows: their points, failures and skips (and the points WRITTEN holds)."""
     made: list[store.Point] = []
     for status, reason, location, pid, payload_json, image, caption in zip(
         *(batch[key] for key in ("status", "reason", "location", "id", "payload", "image", "caption")), strict=True
     ):
         if status == FAILED:
             summary.failed[str(location)] = str(reason)
-        elif status == SKIPPED:
+        elif status == SKIPPED or pid in written:
             summary.skipped += 1
         else:
+            written.add(str(pid))
             payload = json.loads(payload_json)
             vectors: dict[str, Any] = {store.IMAGE_VECTOR: image.tolist()}
             if payload["caption"] is not None:

@@ -48,6 +48,9 @@ def test_index_counts_bad_files_and_a_rerun_embeds_nothing_twice(server: TritonS
     images = photo_folder(tmp_path / "photos", 24)
     (images / "album-0" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     (images / "album-1" / "empty.png").write_bytes(b"")
+    original = images / "album-0" / "photo-001.jpeg"
+    for copy in (images / "album-0" / "photo-001 copy.jpeg", images / "album-2" / "again.jpeg"):
+        copy.write_bytes(original.read_bytes())  # in the original's batch (sorted before it), and in a later one
     job = IndexJob(
         source=images,
         model=MODEL,
@@ -57,13 +60,15 @@ def test_index_counts_bad_files_and_a_rerun_embeds_nothing_twice(server: TritonS
         batch_size=8,
     )
     first = run_index(job, progress=False)
-    assert (first.indexed, first.skipped, len(first.failed)) == (24, 0, 2)
+    assert (first.indexed, first.skipped, len(first.failed)) == (24, 2, 2)  # the copies skipped: stored once
     assert "corrupt or truncated" in first.failed[str(images / "album-0" / "broken.jpg")]
     assert first.failed[str(images / "album-1" / "empty.png")] == "image is empty (0 bytes)"
     points = stored(tmp_path / "qdrant", "photos")
     assert len(points) == 24 and {p["model"] for p in points} == {MODEL}
+    paths = {str(p["path"]) for p in points}
+    assert str(images / "album-0" / "photo-001 copy.jpeg") in paths and str(original) not in paths  # the first
     again = run_index(job, progress=False)
-    assert (again.indexed, again.skipped, len(again.failed)) == (0, 24, 2)
+    assert (again.indexed, again.skipped, len(again.failed)) == (0, 26, 2)
     assert len(stored(tmp_path / "qdrant", "photos")) == 24
 
 

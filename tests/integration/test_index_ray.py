@@ -67,6 +67,8 @@ def test_ray_job_spreads_over_two_servers_and_embeds_each_image_once(
     images = photo_folder(tmp_path / "photos", 40)
     (images / "album-0" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     files = sorted(path for path in images.rglob("photo-*"))
+    copy = images / "album-0" / "again.jpeg"  # photo 30 again, first in the folder: another batch and worker
+    copy.write_bytes(files[30].read_bytes())
     listing = tmp_path / "first-half.csv"
     with open(listing, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["path", "caption"])
@@ -78,23 +80,26 @@ def test_ray_job_spreads_over_two_servers_and_embeds_each_image_once(
     first = _index(listing, ray_cluster, servers, qdrant)
     assert first[-1].startswith("indexed 16, skipped 0 (already there), failed 0")
     lines = _index(images, ray_cluster, servers, qdrant)
-    assert lines[-1].startswith("indexed 24, skipped 16 (already there), failed 1")
+    assert lines[-1].startswith("indexed 24, skipped 17 (already there), failed 1")  # 16 stored, the copy
     assert lines[0].startswith(f"failed  {images / 'album-0' / 'broken.jpg'}: ") and "truncated" in lines[0]
 
-    # Each photo embedded once (the broken file fails in preprocessing, uncounted). Both servers took some:
-    # 7+ batches of new images went to at most 4 workers, and a worker's image requests alternate servers.
-    after = served(servers, f"{MODEL}_image", "items", total=sum(before) + 40)
+    # Each photo embedded once, the copy too (workers do not know of each other; the driver stores it once),
+    # the broken file failing in preprocessing, uncounted. Both servers took some: 7+ batches of new images
+    # went to at most 4 workers, and a worker's image requests alternate servers.
+    after = served(servers, f"{MODEL}_image", "items", total=sum(before) + 41)
     embedded = [now - count for now, count in zip(after, before, strict=True)]
-    assert sum(embedded) == 40 and min(embedded) > 0, embedded
+    assert sum(embedded) == 41 and min(embedded) > 0, embedded
 
     client = QdrantClient(path=str(qdrant))
     try:
         records, _ = client.scroll("c", limit=100, with_payload=True, with_vectors=True)
     finally:
         client.close()
-    assert len(records) == 40 and {r.payload["path"] for r in records if r.payload} == {str(p) for p in files}
+    by_path = {r.payload["path"]: r for r in records if r.payload}
+    stored_as = str(copy) if str(copy) in by_path else str(files[30])  # whichever reached the driver first
+    assert len(records) == 40 and set(by_path) == {str(p) for p in files} - {str(files[30])} | {stored_as}
+    by_path[str(files[30])] = by_path[stored_as]
     with EmbeddingClient(server.grpc_url) as direct:
-        by_path = {r.payload["path"]: r for r in records if r.payload}
         expected_images = direct.embed_images(MODEL, [path.read_bytes() for path in files])
         expected_captions = direct.embed_texts(MODEL, [f"photo number {i}" for i in range(16)])
     for i, path in enumerate(files):
